@@ -1,0 +1,284 @@
+"""Gradient checking: numeric gradients, one tolerance rule, and the three-way check.
+
+The CS231n helpers (:func:`eval_numerical_gradient`,
+:func:`eval_numerical_gradient_array`, :func:`rel_error`) keep their names and
+signatures. :func:`check_layer` compares a hand-derived backward with the
+autograd twin (exact up to rounding) and with central differences, and
+returns a structured verdict per gradient.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
+
+import numpy as np
+
+from .twins import LayerSpec, run_hand, run_twin
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """``|actual - expected| <= atol + rtol * |expected|``, elementwise (as ``numpy.isclose``)."""
+
+    atol: float
+    rtol: float
+
+    def bound(self, expected: np.ndarray) -> np.ndarray:
+        return self.atol + self.rtol * np.abs(expected)
+
+
+# "exact": hand vs autograd twin. Both are analytic, so they differ by rounding only.
+# "numeric": vs central differences, whose error is O(h^2) truncation plus O(eps / h) rounding.
+TOLERANCES = {
+    "exact": {np.dtype(np.float64): Tolerance(atol=1e-10, rtol=1e-7), np.dtype(np.float32): Tolerance(atol=1e-5, rtol=1e-4)},
+    "numeric": {np.dtype(np.float64): Tolerance(atol=1e-7, rtol=1e-5), np.dtype(np.float32): Tolerance(atol=1e-2, rtol=1e-2)},
+}
+# Central-difference step: CS231n's 1e-5 in float64; near cbrt(machine eps) in float32.
+STEPS = {np.dtype(np.float64): 1e-5, np.dtype(np.float32): 1e-2}
+
+
+def tolerance(kind: str, dtype) -> Tolerance:
+    """Default tolerance for comparing against an ``"exact"`` or a ``"numeric"`` reference."""
+    try:
+        return TOLERANCES[kind][np.dtype(dtype)]
+    except KeyError:
+        raise ValueError(f"no {kind!r} tolerance for dtype {np.dtype(dtype)}; use float32 or float64") from None
+
+
+def _require_finite(name: str, x: np.ndarray) -> None:
+    bad = ~np.isfinite(x)
+    if bad.any():
+        index = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise ValueError(f"{name} must be finite for a gradient check, but {name}{list(index)} = {x[index]}")
+
+
+def _perturbed(x: np.ndarray, h: float, evaluate: Callable) -> Iterator[tuple]:
+    """Yield ``(index, evaluate() at x[index] + h, evaluate() at x[index] - h)``, restoring x each time."""
+    for index in np.ndindex(x.shape):
+        original = x[index]
+        try:
+            x[index] = original + h
+            plus = evaluate()
+            x[index] = original - h
+            minus = evaluate()
+        finally:
+            x[index] = original
+        yield index, plus, minus
+
+
+def eval_numerical_gradient(f: Callable, x: np.ndarray, verbose: bool = True, h: float = 1e-5) -> np.ndarray:
+    """Central-difference gradient of a scalar function ``f`` at ``x``.
+
+    Parameters
+    ----------
+    f : callable
+        ``f(x) -> float``.
+    x : ndarray
+        Point of evaluation; perturbed element by element and restored, so it is
+        unchanged on return (also when ``f`` raises).
+    verbose : bool
+        Print each index and its gradient, as CS231n does.
+    h : float
+        Step.
+
+    Returns
+    -------
+    grad : ndarray, shape of x
+    """
+    _require_finite("x", x)
+    grad = np.zeros_like(x)
+    for index, plus, minus in _perturbed(x, h, lambda: f(x)):
+        grad[index] = (plus - minus) / (2 * h)
+        if verbose:
+            print(index, grad[index])
+    return grad
+
+
+def eval_numerical_gradient_array(f: Callable, x: np.ndarray, df: np.ndarray, h: float = 1e-5) -> np.ndarray:
+    """Central-difference vector-Jacobian product ``df . d f(x) / dx`` of an array function.
+
+    ``f(x)`` returns an array shaped like ``df``; ``x`` is restored on return.
+    """
+    _require_finite("x", x)
+    grad = np.zeros_like(x)
+    for index, plus, minus in _perturbed(x, h, lambda: f(x)):
+        grad[index] = np.sum((plus - minus) * df) / (2 * h)
+    return grad
+
+
+def rel_error(x, y) -> float:
+    """CS231n's relative error ``max |x - y| / max(1e-8, |x| + |y|)``."""
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    return float(np.max(np.abs(x - y) / np.maximum(1e-8, np.abs(x) + np.abs(y))))
+
+
+@dataclass
+class Comparison:
+    """How an array compares with its reference under one :class:`Tolerance`."""
+
+    reference: str  #: "autograd", "numeric" or "twin" (forward values)
+    max_abs_error: float
+    max_rel_error: float  #: CS231n form, |a - e| / (|a| + |e|): in [0, 1]
+    worst_index: tuple  #: the element that most exceeds (or comes nearest) its bound
+    expected: float  #: reference value there
+    actual: float
+    tolerance: Tolerance
+    passed: bool
+    ignored: int = 0  #: elements left out of the comparison (finite differences across a kink)
+
+
+def compare(actual, expected, tol: Tolerance, reference: str, ignore: np.ndarray | None = None) -> Comparison:
+    """Compare ``actual`` with ``expected`` elementwise; ``ignore`` masks elements out."""
+    actual, expected = np.asarray(actual), np.asarray(expected)
+    if actual.shape != expected.shape:
+        raise ValueError(f"shape mismatch against {reference}: expected {expected.shape}, got {actual.shape}")
+    error = np.abs(actual.astype(np.float64) - expected)
+    error = np.where(np.isnan(error), np.inf, error)  # NaN never passes
+    excess = error / tol.bound(expected)
+    if ignore is not None:
+        excess = np.where(ignore, 0.0, excess)
+    if actual.size == 0:
+        return Comparison(reference, 0.0, 0.0, (), 0.0, 0.0, tol, True)
+    worst = np.unravel_index(int(np.argmax(excess)), actual.shape)
+    kept = ~ignore if ignore is not None else np.ones(actual.shape, bool)
+    denominator = np.abs(actual) + np.abs(expected)
+    rel = np.divide(error, denominator, out=np.zeros_like(error), where=denominator > 0)
+    return Comparison(
+        reference=reference,
+        max_abs_error=float(error[kept].max(initial=0.0)),
+        max_rel_error=float(rel[kept].max(initial=0.0)),
+        worst_index=tuple(int(i) for i in worst),
+        expected=float(expected[worst]),
+        actual=float(actual[worst]),
+        tolerance=tol,
+        passed=bool(excess.max() <= 1.0),
+        ignored=int((~kept).sum()),
+    )
+
+
+def numeric_gradients(spec: LayerSpec, inputs: dict, dout, h: float) -> tuple[dict, dict]:
+    """Central differences of the twin, pulled back along ``dout``, for every ``wrt`` input.
+
+    Returns ``(grads, kinked)``: the numeric gradients and, per gradient, a mask
+    of the elements whose stencil crossed a kink (a sign change in
+    ``spec.kinks``), where central differences measure nothing useful.
+    """
+    inputs = copy.deepcopy(inputs)  # perturbed in place below; the caller's stay untouched
+    twin = spec.twin_function(inputs)
+    arrays = [inputs[name] for name in spec.wrt]
+
+    def evaluate():
+        value = np.sum(twin(*arrays) * dout)
+        signs = np.sign(spec.kinks(inputs)) if spec.kinks else None
+        return value, signs
+
+    _, base_signs = evaluate()
+    grads, kinked = {}, {}
+    for name, x in zip(spec.gradient_names, arrays):
+        grad, crossed = np.zeros_like(x), np.zeros(x.shape, bool)
+        for index, (plus, plus_signs), (minus, minus_signs) in _perturbed(x, h, evaluate):
+            grad[index] = (plus - minus) / (2 * h)
+            if base_signs is not None:
+                crossed[index] = np.any(plus_signs != base_signs) or np.any(minus_signs != base_signs)
+        grads[name], kinked[name] = grad, crossed
+    return grads, kinked
+
+
+@dataclass
+class GradientCheck:
+    """One gradient of one layer, checked against autograd and against central differences."""
+
+    gradient: str
+    shape: tuple
+    vs_autograd: Comparison
+    vs_numeric: Comparison
+
+    @property
+    def status(self) -> str:
+        """'pass'; 'fail'; or 'kink' when the only disagreement is finite differences across a kink."""
+        if not (self.vs_autograd.passed and self.vs_numeric.passed):
+            return "fail"
+        return "kink" if self.vs_numeric.ignored else "pass"
+
+
+@dataclass
+class LayerCheck:
+    """The three-way verdict on one layer at one set of inputs."""
+
+    name: str
+    shapes: dict
+    forward: Comparison
+    gradients: list[GradientCheck] = field(default_factory=list)
+
+    @property
+    def status(self) -> str:
+        statuses = {g.status for g in self.gradients}
+        if not self.forward.passed or "fail" in statuses:
+            return "fail"
+        return "kink" if "kink" in statuses else "pass"
+
+    @property
+    def passed(self) -> bool:
+        return self.status == "pass"
+
+
+def random_upstream(rng: np.random.Generator, out) -> np.ndarray | float:
+    """A random upstream gradient shaped like ``out``: never all ones, never zero."""
+    out = np.asarray(out)
+    if out.ndim == 0:
+        return float(rng.choice([-1.0, 1.0]) * rng.uniform(0.5, 2.0))
+    return rng.normal(size=out.shape).astype(out.dtype)
+
+
+def check_layer(spec: LayerSpec, inputs: dict, rng: np.random.Generator, module=None, h: float | None = None) -> LayerCheck:
+    """Check a hand-derived layer three ways at ``inputs``.
+
+    Parameters
+    ----------
+    spec : LayerSpec
+        The registry entry.
+    inputs : dict
+        Valid inputs, e.g. from ``spec.sample``; left unchanged.
+    rng : numpy.random.Generator
+        Draws the upstream gradient.
+    module : module, optional
+        Where the hand functions come from (default: twingrad's own).
+    h : float, optional
+        Finite-difference step; default by dtype (:data:`STEPS`).
+
+    Returns
+    -------
+    LayerCheck
+        Forward (hand vs twin) and, per gradient, hand vs autograd and hand vs numeric.
+    """
+    dtype = np.asarray(inputs[spec.wrt[0]]).dtype
+    for name in spec.wrt:
+        _require_finite(name, inputs[name])
+    h = STEPS[dtype] if h is None else h
+    exact, numeric = tolerance("exact", dtype), tolerance("numeric", dtype)
+
+    twin_out = spec.twin_function(inputs)(*(inputs[a] for a in spec.wrt))
+    dout = random_upstream(rng, twin_out)
+    hand_out, hand_grads = run_hand(spec, inputs, dout, module)
+    _, auto_grads = run_twin(spec, inputs, dout)
+    num_grads, kinked = numeric_gradients(spec, inputs, dout, h)
+
+    shapes = {name: tuple(np.shape(inputs[name])) for name in spec.wrt}
+    result = LayerCheck(spec.name, shapes, compare(hand_out, twin_out, exact, "twin"))
+    for name in spec.gradient_names:
+        grad = hand_grads[name]
+        vs_numeric = compare(grad, num_grads[name], numeric, "numeric")
+        if not vs_numeric.passed and kinked[name].any():
+            # Judge again without the stencils that crossed a kink: if that passes, it is a kink.
+            vs_numeric = compare(grad, num_grads[name], numeric, "numeric", ignore=kinked[name])
+        result.gradients.append(
+            GradientCheck(
+                gradient=name,
+                shape=tuple(np.shape(grad)),
+                vs_autograd=compare(grad, auto_grads[name], exact, "autograd"),
+                vs_numeric=vs_numeric,
+            )
+        )
+    return result

@@ -1,0 +1,249 @@
+"""Hand-derived layers: each ``*_forward`` returns ``(out, cache)``, each
+``*_backward`` turns the upstream gradient and that cache into gradients.
+
+Names and signatures follow the CS231n assignments, so a student's code and
+twingrad's are interchangeable. The pure, autograd-differentiated versions of
+the same functions live in :mod:`twingrad.functional` under the same name root
+(``affine_forward`` <-> ``functional.affine``). Batch and layer normalization
+live in :mod:`twingrad.normalization` and are re-exported here.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from . import _validate as check
+from .normalization import (  # noqa: F401  (re-exported: the CS231n namespace)
+    batchnorm_backward,
+    batchnorm_backward_alt,
+    batchnorm_forward,
+    layernorm_backward,
+    layernorm_forward,
+)
+
+
+class AffineCache(NamedTuple):
+    x: np.ndarray  #: input as given, shape (N, d_1, ..., d_k)
+    w: np.ndarray  #: weights, shape (D, M)
+    b: np.ndarray  #: bias, shape (M,)
+
+
+def affine_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, AffineCache]:
+    """Fully-connected layer: ``out = x.reshape(N, D) @ w + b``.
+
+    Parameters
+    ----------
+    x : ndarray, shape (N, d_1, ..., d_k)
+        Input; each sample is flattened to ``D = d_1 * ... * d_k`` features.
+    w : ndarray, shape (D, M)
+    b : ndarray, shape (M,)
+
+    Returns
+    -------
+    out : ndarray, shape (N, M)
+    cache : AffineCache
+    """
+    f = "affine_forward"
+    check.float_array(f, "x", x, min_ndim=1)
+    check.float_array(f, "w", w, ndim=2)
+    check.float_array(f, "b", b, ndim=1)
+    num_features = int(np.prod(x.shape[1:]))
+    if w.shape[0] != num_features:
+        raise ValueError(
+            f"{f}: w must have shape (D, M) with D = {num_features}, the product of x.shape[1:] = "
+            f"{x.shape[1:]}; got w.shape = {w.shape}"
+        )
+    check.shape(f, "b", b, (w.shape[1],), "w.shape[1] outputs")
+    out = x.reshape(x.shape[0], num_features) @ w
+    out += b  # in place: out is a fresh array, so no caller's data is touched
+    return out, AffineCache(x, w, b)
+
+
+def affine_backward(dout: np.ndarray, cache: AffineCache, *, input_grad: bool = True):
+    """Gradients of the affine layer.
+
+    Parameters
+    ----------
+    dout : ndarray, shape (N, M)
+    cache : AffineCache
+    input_grad : bool, default True
+        When False, ``dx`` is not computed and returned as None: a network's
+        first layer never needs it, and it costs one of the step's largest products.
+
+    Returns
+    -------
+    dx : ndarray, shape (N, d_1, ..., d_k), or None
+    dw : ndarray, shape (D, M)
+    db : ndarray, shape (M,)
+
+    Notes
+    -----
+    With :math:`X` the flattened input, :math:`Y = XW + b` gives
+    :math:`\\partial L/\\partial X = G W^\\top`, :math:`\\partial L/\\partial W = X^\\top G`
+    and :math:`\\partial L/\\partial b = \\sum_n G_n`, where :math:`G = \\partial L/\\partial Y`.
+    """
+    x, w, _ = cache
+    dout = check.upstream("affine_backward", dout, (x.shape[0], w.shape[1]))
+    x2d = x.reshape(x.shape[0], w.shape[0])
+    dw = x2d.T @ dout
+    db = dout.sum(axis=0)  # b was broadcast over the batch: sum it back
+    dx = (dout @ w.T).reshape(x.shape) if input_grad else None
+    return dx, dw, db
+
+
+def relu_forward(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rectified linear unit, ``max(x, 0)`` elementwise; any shape. The cache is ``x``."""
+    check.float_array("relu_forward", "x", x)
+    return np.maximum(x, 0), x
+
+
+def relu_backward(dout: np.ndarray, cache: np.ndarray) -> np.ndarray:
+    """Gradient of ReLU: ``dout`` where ``x > 0``, else 0.
+
+    At exactly ``x == 0`` the subgradient is 0, as in PyTorch; the twin agrees.
+    """
+    x = cache
+    dout = check.upstream("relu_backward", dout, x.shape)
+    # Multiplying by the mask avoids the copy-then-boolean-assign of dx[x <= 0] = 0.
+    return dout * (x > 0)
+
+
+def svm_loss(x: np.ndarray, y: np.ndarray) -> tuple[np.floating, np.ndarray]:
+    """Multiclass SVM (hinge) loss with margin 1, averaged over the batch.
+
+    Parameters
+    ----------
+    x : ndarray, shape (N, C)
+        Class scores.
+    y : ndarray of int, shape (N,)
+        Labels in ``[0, C)``.
+
+    Returns
+    -------
+    loss : scalar of x's dtype
+    dx : ndarray, shape (N, C)
+
+    Notes
+    -----
+    :math:`L = \\frac1N \\sum_n \\sum_{j \\ne y_n} \\max(0, x_{nj} - x_{n y_n} + 1)`.
+    Each positive margin adds :math:`1/N` to :math:`x_{nj}` and subtracts it from
+    :math:`x_{n y_n}`. The hinge has a kink at margin 0, where the gradient taken is 0.
+    """
+    f = "svm_loss"
+    check.float_array(f, "x", x, ndim=2)
+    num_samples, num_classes = x.shape
+    y = check.labels(f, y, num_samples, num_classes)
+    rows = np.arange(num_samples)
+    margins = x - x[rows, y][:, None]
+    margins += 1
+    margins[rows, y] = 0
+    np.maximum(margins, 0, out=margins)
+    loss = margins.sum() / num_samples
+    dx = (margins > 0).astype(x.dtype)
+    dx[rows, y] = -dx.sum(axis=1)
+    dx /= num_samples
+    return loss, dx
+
+
+def softmax_loss(x: np.ndarray, y: np.ndarray) -> tuple[np.floating, np.ndarray]:
+    """Softmax cross-entropy loss, averaged over the batch.
+
+    Parameters
+    ----------
+    x : ndarray, shape (N, C)
+        Class scores (logits).
+    y : ndarray of int, shape (N,)
+        Labels in ``[0, C)``.
+
+    Returns
+    -------
+    loss : scalar of x's dtype
+    dx : ndarray, shape (N, C)
+
+    Notes
+    -----
+    With :math:`\\log p_{nj} = x_{nj} - \\log\\sum_k e^{x_{nk}}` (the maximum is
+    subtracted first so no exponential overflows),
+    :math:`L = -\\frac1N \\sum_n \\log p_{n y_n}` and
+    :math:`\\partial L/\\partial x_{nj} = (p_{nj} - [j = y_n]) / N`.
+    """
+    f = "softmax_loss"
+    check.float_array(f, "x", x, ndim=2)
+    num_samples, num_classes = x.shape
+    y = check.labels(f, y, num_samples, num_classes)
+    rows = np.arange(num_samples)
+    log_probs = x - x.max(axis=1, keepdims=True)
+    log_probs -= np.log(np.exp(log_probs).sum(axis=1, keepdims=True))
+    loss = -log_probs[rows, y].sum() / num_samples
+    dx = np.exp(log_probs, out=log_probs)  # reuse the buffer: log_probs is not needed again
+    dx[rows, y] -= 1
+    dx /= num_samples
+    return loss, dx
+
+
+class DropoutCache(NamedTuple):
+    mode: str
+    mask: np.ndarray | None  #: kept units scaled by 1/(1-p); None in test mode
+
+
+def dropout_mask(shape: tuple, p: float, seed, dtype) -> np.ndarray:
+    """The inverted-dropout mask: 0 with probability ``p``, else ``1 / (1 - p)``.
+
+    Drawn from ``np.random.default_rng(seed)``, so the same seed gives the same
+    mask here and in :func:`twingrad.functional.dropout`, and the global
+    ``np.random`` state is never touched.
+    """
+    dtype = np.dtype(dtype)
+    keep = np.random.default_rng(seed).random(shape) >= p
+    return np.where(keep, dtype.type(1.0 / (1.0 - p)), dtype.type(0.0))
+
+
+def check_dropout_param(func: str, dropout_param) -> tuple[str, float]:
+    """Return ``(mode, p)`` from ``dropout_param``, validated."""
+    mode = check.mode(func, "dropout_param", dropout_param)
+    if "p" not in dropout_param:
+        raise KeyError(f"{func}: dropout_param must contain 'p', the probability of dropping a unit")
+    p = dropout_param["p"]
+    if not (isinstance(p, (int, float, np.floating)) and 0.0 <= p < 1.0):
+        raise ValueError(f"{func}: dropout_param['p'] is the probability of dropping a unit and must lie in [0, 1), got {p!r}")
+    return mode, float(p)
+
+
+def dropout_forward(x: np.ndarray, dropout_param: dict) -> tuple[np.ndarray, DropoutCache]:
+    """Inverted dropout.
+
+    Parameters
+    ----------
+    x : ndarray, any shape
+    dropout_param : dict
+        ``p``: probability of **dropping** a unit, in [0, 1);
+        ``mode``: 'train' (drop and rescale) or 'test' (identity);
+        ``seed`` (optional): makes the mask deterministic, for gradient checks.
+
+    Returns
+    -------
+    out : ndarray, same shape and dtype as x
+    cache : DropoutCache
+
+    Notes
+    -----
+    Kept units are scaled by :math:`1/(1-p)` during training, so the expected
+    activation is unchanged and test mode needs no rescaling.
+    """
+    f = "dropout_forward"
+    check.float_array(f, "x", x)
+    mode, p = check_dropout_param(f, dropout_param)
+    if mode == "test":
+        return x, DropoutCache(mode, None)
+    mask = dropout_mask(x.shape, p, dropout_param.get("seed"), x.dtype)
+    return x * mask, DropoutCache(mode, mask)
+
+
+def dropout_backward(dout: np.ndarray, cache: DropoutCache) -> np.ndarray:
+    """Gradient of inverted dropout: the upstream gradient times the same mask."""
+    if cache.mode == "test":
+        return dout
+    dout = check.upstream("dropout_backward", dout, cache.mask.shape)
+    return dout * cache.mask

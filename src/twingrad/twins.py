@@ -1,0 +1,260 @@
+"""The registry: every hand-derived layer paired with its autograd twin.
+
+Each :class:`LayerSpec` names the hand forward and backward (by their CS231n
+names, so a student's module can stand in for :mod:`twingrad.layers`), the
+twin, the differentiable inputs in the order the backward returns their
+gradients, where the kinks are, and how to draw valid random inputs. Every
+gradient check in twingrad (the tests, ``twingrad verify``) iterates over
+:data:`REGISTRY`: a layer added here is checked everywhere.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import Callable
+
+import numpy as np
+from autograd import make_vjp
+
+from . import functional as F
+
+Inputs = dict  # argument name -> array, label vector or param dict
+
+
+@dataclass(frozen=True)
+class LayerSpec:
+    """One hand-derived layer and its twin.
+
+    Attributes
+    ----------
+    name : str
+        Name root shared by the hand pair and the twin (``"batchnorm"``).
+    forward, backward : str
+        CS231n names of the hand functions. ``backward`` is None for losses,
+        whose forward returns ``(loss, dx)``.
+    module : str
+        The twingrad module that holds the hand functions.
+    twin : callable
+        Pure function of the ``wrt`` arrays (positionally) plus ``static(inputs)``
+        keyword arguments.
+    args : tuple of str
+        Positional arguments of the hand forward, in order.
+    wrt : tuple of str
+        Differentiable inputs, in the order the hand backward returns their gradients.
+    sample : callable
+        ``sample(rng, shape, scale, dtype) -> inputs``: random valid inputs whose
+        first argument has ``shape``.
+    static : callable
+        Non-differentiable keyword arguments of the twin, read off the inputs.
+    kinks : callable or None
+        ``kinks(inputs) -> ndarray`` of the quantities whose sign change is a
+        non-differentiable point (ReLU pre-activations, hinge margins). A finite
+        difference whose stencil changes one of these signs crossed a kink.
+    ndim : (int, int)
+        Smallest and largest rank of the first input.
+    min_batch : int
+        Smallest batch size the layer accepts (2 for batch norm in train mode).
+    """
+
+    name: str
+    forward: str
+    backward: str | None
+    module: str
+    twin: Callable
+    args: tuple[str, ...]
+    wrt: tuple[str, ...]
+    sample: Callable
+    static: Callable[[Inputs], dict] = field(default=lambda inputs: {})
+    kinks: Callable[[Inputs], np.ndarray] | None = None
+    ndim: tuple[int, int] = (2, 2)
+    min_batch: int = 1
+
+    @property
+    def is_loss(self) -> bool:
+        return self.backward is None
+
+    @property
+    def gradient_names(self) -> tuple[str, ...]:
+        return tuple("d" + name for name in self.wrt)
+
+    def hand_module(self) -> ModuleType:
+        return importlib.import_module(f"twingrad.{self.module}")
+
+    def twin_function(self, inputs: Inputs) -> Callable:
+        """The twin as a function of the ``wrt`` arrays only, the rest fixed."""
+        static = self.static(inputs)
+        return lambda *arrays: self.twin(*arrays, **static)
+
+
+def run_hand(spec: LayerSpec, inputs: Inputs, dout, module: ModuleType | None = None):
+    """Run the hand forward and backward of ``spec`` from ``module`` (default: twingrad's).
+
+    The inputs are deep-copied first, so param dicts that the forward updates
+    (running averages) and arrays a careless backward writes into are the
+    caller's no longer. Returns ``(out, {gradient name: array})``.
+    """
+    module = module or spec.hand_module()
+    inputs = copy.deepcopy(inputs)
+    forward = getattr(module, spec.forward)
+    if spec.is_loss:
+        loss, dx = forward(*(inputs[a] for a in spec.args))
+        return loss, {"dx": dx * dout}
+    out, cache = forward(*(inputs[a] for a in spec.args))
+    grads = getattr(module, spec.backward)(dout, cache)
+    if not isinstance(grads, tuple):
+        grads = (grads,)
+    return out, dict(zip(spec.gradient_names, grads))
+
+
+def run_twin(spec: LayerSpec, inputs: Inputs, dout):
+    """Forward through the twin and pull ``dout`` back with autograd: ``(out, grads)``."""
+    argnums = tuple(range(len(spec.wrt)))
+    vjp, out = make_vjp(spec.twin_function(inputs), argnums)(*(inputs[a] for a in spec.wrt))
+    grads = vjp(dout)
+    return out, dict(zip(spec.gradient_names, grads))
+
+
+# --- input samplers -----------------------------------------------------------------
+
+
+def _away_from_zero(rng, shape, scale, dtype):
+    """Values of either sign with magnitude in [0.05, 2] * scale: no ReLU kink within reach."""
+    signs = rng.choice([-1.0, 1.0], size=shape)
+    return (signs * rng.uniform(0.05, 2.0, size=shape) * scale).astype(dtype)
+
+
+def _normal(rng, shape, scale, dtype):
+    return (rng.normal(size=shape) * scale).astype(dtype)
+
+
+def _sample_x(rng, shape, scale, dtype):
+    return {"x": _normal(rng, shape, scale, dtype)}
+
+
+def _sample_relu(rng, shape, scale, dtype):
+    return {"x": _away_from_zero(rng, shape, scale, dtype)}
+
+
+def _sample_affine(rng, shape, scale, dtype):
+    num_features, num_outputs = int(np.prod(shape[1:])), int(rng.integers(1, 7))
+    return {
+        "x": _normal(rng, shape, scale, dtype),
+        "w": _normal(rng, (num_features, num_outputs), 1.0 / np.sqrt(num_features), dtype),
+        "b": _normal(rng, (num_outputs,), 1.0, dtype),
+    }
+
+
+def _sample_loss(rng, shape, scale, dtype):
+    return {"x": _normal(rng, shape, scale, dtype), "y": rng.integers(0, shape[1], size=shape[0])}
+
+
+def _norm_params(rng, num_features, dtype):
+    return {"gamma": _normal(rng, (num_features,), 1.0, dtype) + 1, "beta": _normal(rng, (num_features,), 1.0, dtype)}
+
+
+def _sample_norm(param_name):
+    def sample(rng, shape, scale, dtype):
+        # An offset per feature, so the mean subtraction has something to do.
+        x = _normal(rng, shape, scale, dtype) + _normal(rng, (shape[1],), scale, dtype)
+        param = {"mode": "train", "eps": 1e-5} if param_name == "bn_param" else {"eps": 1e-5}
+        return {"x": x, **_norm_params(rng, shape[1], dtype), param_name: param}
+
+    return sample
+
+
+def _sample_dropout(rng, shape, scale, dtype):
+    p = float(rng.choice([0.0, 0.25, 0.5, 0.8]))
+    seed = int(rng.integers(2**31))
+    return {"x": _normal(rng, shape, scale, dtype), "dropout_param": {"mode": "train", "p": p, "seed": seed}}
+
+
+def _sample_sandwich(param_name):
+    def sample(rng, shape, scale, dtype):
+        inputs = _sample_affine(rng, shape, scale, dtype)
+        if param_name:
+            inputs.update(_norm_params(rng, inputs["w"].shape[1], dtype))
+            inputs[param_name] = {"mode": "train", "eps": 1e-5} if param_name == "bn_param" else {"eps": 1e-5}
+        return inputs
+
+    return sample
+
+
+# --- kink locators ----------------------------------------------------------------
+
+
+def _relu_kinks(inputs):
+    return inputs["x"]
+
+
+def _hinge_kinks(inputs):
+    x, y = inputs["x"], inputs["y"]
+    margins = x - x[np.arange(len(y)), y][:, None] + 1
+    margins[np.arange(len(y)), y] = 1  # the label's own term is constant, never a kink
+    return margins
+
+
+def _sandwich_kinks(spec_name):
+    def kinks(inputs):
+        pre = F.affine(inputs["x"], inputs["w"], inputs["b"])
+        if spec_name == "affine_bn_relu":
+            pre = F.batchnorm(pre, inputs["gamma"], inputs["beta"], inputs["bn_param"]["eps"])
+        elif spec_name == "affine_ln_relu":
+            pre = F.layernorm(pre, inputs["gamma"], inputs["beta"], inputs["ln_param"]["eps"])
+        return pre
+
+    return kinks
+
+
+def _eps(param_name):
+    return lambda inputs: {"eps": inputs[param_name]["eps"]}
+
+
+def _labels(inputs):
+    return {"y": inputs["y"]}
+
+
+def _dropout_static(inputs):
+    param = inputs["dropout_param"]
+    return {"p": param["p"], "seed": param["seed"]}
+
+
+_NORM_ARGS = ("x", "gamma", "beta")
+_SANDWICH_NORM_ARGS = ("x", "w", "b", "gamma", "beta")
+
+REGISTRY: dict[str, LayerSpec] = {
+    spec.name: spec
+    for spec in [
+        LayerSpec("affine", "affine_forward", "affine_backward", "layers", F.affine,
+                  ("x", "w", "b"), ("x", "w", "b"), _sample_affine, ndim=(2, 4)),
+        LayerSpec("relu", "relu_forward", "relu_backward", "layers", F.relu,
+                  ("x",), ("x",), _sample_relu, kinks=_relu_kinks, ndim=(1, 4)),
+        LayerSpec("svm_loss", "svm_loss", None, "layers", F.svm_loss,
+                  ("x", "y"), ("x",), _sample_loss, static=_labels, kinks=_hinge_kinks),
+        LayerSpec("softmax_loss", "softmax_loss", None, "layers", F.softmax_loss,
+                  ("x", "y"), ("x",), _sample_loss, static=_labels),
+        LayerSpec("batchnorm", "batchnorm_forward", "batchnorm_backward", "layers", F.batchnorm,
+                  (*_NORM_ARGS, "bn_param"), _NORM_ARGS, _sample_norm("bn_param"),
+                  static=_eps("bn_param"), min_batch=2),
+        LayerSpec("batchnorm_alt", "batchnorm_forward", "batchnorm_backward_alt", "layers", F.batchnorm,
+                  (*_NORM_ARGS, "bn_param"), _NORM_ARGS, _sample_norm("bn_param"),
+                  static=_eps("bn_param"), min_batch=2),
+        LayerSpec("layernorm", "layernorm_forward", "layernorm_backward", "layers", F.layernorm,
+                  (*_NORM_ARGS, "ln_param"), _NORM_ARGS, _sample_norm("ln_param"), static=_eps("ln_param")),
+        LayerSpec("dropout", "dropout_forward", "dropout_backward", "layers", F.dropout,
+                  ("x", "dropout_param"), ("x",), _sample_dropout, static=_dropout_static, ndim=(1, 4)),
+        LayerSpec("affine_relu", "affine_relu_forward", "affine_relu_backward", "layer_utils", F.affine_relu,
+                  ("x", "w", "b"), ("x", "w", "b"), _sample_sandwich(None),
+                  kinks=_sandwich_kinks("affine_relu"), ndim=(2, 4)),
+        LayerSpec("affine_bn_relu", "affine_bn_relu_forward", "affine_bn_relu_backward", "layer_utils",
+                  F.affine_bn_relu, (*_SANDWICH_NORM_ARGS, "bn_param"), _SANDWICH_NORM_ARGS,
+                  _sample_sandwich("bn_param"), static=_eps("bn_param"),
+                  kinks=_sandwich_kinks("affine_bn_relu"), ndim=(2, 4), min_batch=2),
+        LayerSpec("affine_ln_relu", "affine_ln_relu_forward", "affine_ln_relu_backward", "layer_utils",
+                  F.affine_ln_relu, (*_SANDWICH_NORM_ARGS, "ln_param"), _SANDWICH_NORM_ARGS,
+                  _sample_sandwich("ln_param"), static=_eps("ln_param"),
+                  kinks=_sandwich_kinks("affine_ln_relu"), ndim=(2, 4)),
+    ]
+}
