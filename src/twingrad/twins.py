@@ -83,6 +83,12 @@ class LayerSpec:
     def hand_module(self) -> ModuleType:
         return importlib.import_module(f"twingrad.{self.module}")
 
+    def random_shape(self, rng: np.random.Generator, max_batch: int = 6, max_side: int = 5) -> tuple:
+        """A shape for the first input that this layer accepts: ``(N, d_1, ..., d_k)``."""
+        ndim = int(rng.integers(self.ndim[0], self.ndim[1] + 1))
+        batch = int(rng.integers(self.min_batch, max_batch + 1))
+        return (batch, *(int(d) for d in rng.integers(1, max_side + 1, size=ndim - 1)))
+
     def twin_function(self, inputs: Inputs) -> Callable:
         """The twin as a function of the ``wrt`` arrays only, the rest fixed."""
         static = self.static(inputs)

@@ -1,0 +1,5 @@
+import sys
+
+from twingrad.cli import main
+
+sys.exit(main())
