@@ -54,18 +54,18 @@ def _require_finite(name: str, x: np.ndarray) -> None:
         raise ValueError(f"{name} must be finite for a gradient check, but {name}{list(index)} = {x[index]}")
 
 
-def _perturbed(x: np.ndarray, h: float, evaluate: Callable) -> Iterator[tuple]:
-    """Yield ``(index, evaluate() at x[index] + h, evaluate() at x[index] - h)``, restoring x each time."""
+def _perturbed(x: np.ndarray, offsets: tuple, evaluate: Callable) -> Iterator[tuple]:
+    """Yield ``(index, [evaluate() at x[index] + o for o in offsets])``, restoring x each time."""
     for index in np.ndindex(x.shape):
         original = x[index]
         try:
-            x[index] = original + h
-            plus = evaluate()
-            x[index] = original - h
-            minus = evaluate()
+            values = []
+            for offset in offsets:
+                x[index] = original + offset
+                values.append(evaluate())
         finally:
             x[index] = original
-        yield index, plus, minus
+        yield index, values
 
 
 def eval_numerical_gradient(f: Callable, x: np.ndarray, verbose: bool = True, h: float = 1e-5) -> np.ndarray:
@@ -89,7 +89,7 @@ def eval_numerical_gradient(f: Callable, x: np.ndarray, verbose: bool = True, h:
     """
     _require_finite("x", x)
     grad = np.zeros_like(x)
-    for index, plus, minus in _perturbed(x, h, lambda: f(x)):
+    for index, (plus, minus) in _perturbed(x, (h, -h), lambda: f(x)):
         grad[index] = (plus - minus) / (2 * h)
         if verbose:
             print(index, grad[index])
@@ -103,7 +103,7 @@ def eval_numerical_gradient_array(f: Callable, x: np.ndarray, df: np.ndarray, h:
     """
     _require_finite("x", x)
     grad = np.zeros_like(x)
-    for index, plus, minus in _perturbed(x, h, lambda: f(x)):
+    for index, (plus, minus) in _perturbed(x, (h, -h), lambda: f(x)):
         grad[index] = np.sum((plus - minus) * df) / (2 * h)
     return grad
 
@@ -161,9 +161,14 @@ def compare(actual, expected, tol: Tolerance, reference: str, ignore: np.ndarray
 def numeric_gradients(spec: LayerSpec, inputs: dict, dout, h: float) -> tuple[dict, dict]:
     """Central differences of the twin, pulled back along ``dout``, for every ``wrt`` input.
 
+    Uses the five-point stencil ``(8 [f(x+h) - f(x-h)] - [f(x+2h) - f(x-2h)]) / 12h``,
+    whose truncation error is O(h^4) rather than the three-point O(h^2): batch
+    norm over a batch of 2 with a feature of variance near ``eps`` bends so fast
+    that the three-point rule is off by 1e-5 relative where this one is not.
+
     Returns ``(grads, kinked)``: the numeric gradients and, per gradient, a mask
     of the elements whose stencil crossed a kink (a sign change in
-    ``spec.kinks``), where central differences measure nothing useful.
+    ``spec.kinks``), where finite differences measure nothing useful.
     """
     inputs = copy.deepcopy(inputs)  # perturbed in place below; the caller's stay untouched
     twin = spec.twin_function(inputs)
@@ -178,10 +183,11 @@ def numeric_gradients(spec: LayerSpec, inputs: dict, dout, h: float) -> tuple[di
     grads, kinked = {}, {}
     for name, x in zip(spec.gradient_names, arrays):
         grad, crossed = np.zeros_like(x), np.zeros(x.shape, bool)
-        for index, (plus, plus_signs), (minus, minus_signs) in _perturbed(x, h, evaluate):
-            grad[index] = (plus - minus) / (2 * h)
+        for index, results in _perturbed(x, (h, -h, 2 * h, -2 * h), evaluate):
+            (plus, _), (minus, _), (plus2, _), (minus2, _) = results
+            grad[index] = (8 * (plus - minus) - (plus2 - minus2)) / (12 * h)
             if base_signs is not None:
-                crossed[index] = np.any(plus_signs != base_signs) or np.any(minus_signs != base_signs)
+                crossed[index] = any(np.any(signs != base_signs) for _, signs in results)
         grads[name], kinked[name] = grad, crossed
     return grads, kinked
 
