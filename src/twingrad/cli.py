@@ -12,6 +12,7 @@ import sys
 
 COMMANDS = {
     "verify": ("twingrad.verify", "check hand-derived gradients against autograd twins and central differences"),
+    "train": ("twingrad.train", "train a FullyConnectedNet with Solver (digits by default, or CIFAR-10 from disk)"),
 }
 
 
