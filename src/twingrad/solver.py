@@ -25,7 +25,7 @@ import os
 import sys
 
 import numpy as np
-from tqdm.auto import tqdm
+from tqdm import tqdm  # the text bar: tqdm.auto wants ipywidgets in Jupyter
 
 from . import optim
 from .checkpoint import Checkpoint, make_generator
