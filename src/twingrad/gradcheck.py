@@ -158,6 +158,45 @@ def compare(actual, expected, tol: Tolerance, reference: str, ignore: np.ndarray
     )
 
 
+def _five_point(plus, minus, plus2, minus2, h: float):
+    """``(8 [f(x+h) - f(x-h)] - [f(x+2h) - f(x-2h)]) / 12h``: truncation error O(h^4)."""
+    return (8 * (plus - minus) - (plus2 - minus2)) / (12 * h)
+
+
+def numeric_vjp(evaluate: Callable, arrays: list, h: float) -> tuple[list, list]:
+    """Five-point central differences of a scalar ``evaluate()`` over every element of ``arrays``.
+
+    Parameters
+    ----------
+    evaluate : callable
+        ``evaluate() -> (value, signs)``: the scalar (typically ``sum(f(...) * dout)``,
+        a vector-Jacobian product) at the arrays' current contents, and the signs of
+        the kink quantities there (or None when the function has no kinks).
+    arrays : list of ndarray
+        Perturbed one element at a time, in place, and restored.
+    h : float
+        Step.
+
+    Returns
+    -------
+    grads : list of ndarray, shaped like ``arrays``
+    kinked : list of bool ndarray
+        True where a stencil point changed the sign of a kink quantity: there
+        finite differences straddle a non-differentiable point and measure nothing useful.
+    """
+    _, base_signs = evaluate()
+    grads, kinked = [], []
+    for x in arrays:
+        grad, crossed = np.zeros_like(x), np.zeros(x.shape, bool)
+        for index, results in _perturbed(x, (h, -h, 2 * h, -2 * h), evaluate):
+            grad[index] = _five_point(*(value for value, _ in results), h)
+            if base_signs is not None:
+                crossed[index] = any(np.any(signs != base_signs) for _, signs in results)
+        grads.append(grad)
+        kinked.append(crossed)
+    return grads, kinked
+
+
 def numeric_gradients(spec: LayerSpec, inputs: dict, dout, h: float) -> tuple[dict, dict]:
     """Central differences of the twin, pulled back along ``dout``, for every ``wrt`` input.
 
@@ -179,17 +218,47 @@ def numeric_gradients(spec: LayerSpec, inputs: dict, dout, h: float) -> tuple[di
         signs = np.sign(spec.kinks(inputs)) if spec.kinks else None
         return value, signs
 
-    _, base_signs = evaluate()
-    grads, kinked = {}, {}
-    for name, x in zip(spec.gradient_names, arrays):
-        grad, crossed = np.zeros_like(x), np.zeros(x.shape, bool)
-        for index, results in _perturbed(x, (h, -h, 2 * h, -2 * h), evaluate):
-            (plus, _), (minus, _), (plus2, _), (minus2, _) = results
-            grad[index] = (8 * (plus - minus) - (plus2 - minus2)) / (12 * h)
-            if base_signs is not None:
-                crossed[index] = any(np.any(signs != base_signs) for _, signs in results)
-        grads[name], kinked[name] = grad, crossed
-    return grads, kinked
+    grads, kinked = numeric_vjp(evaluate, arrays, h)
+    return dict(zip(spec.gradient_names, grads)), dict(zip(spec.gradient_names, kinked))
+
+
+def directional_derivative(evaluate: Callable, x: np.ndarray, u: np.ndarray, h: float,
+                           base_signs: np.ndarray | None = None) -> tuple[float, bool]:
+    """Five-point central difference of a scalar ``evaluate()`` along direction ``u`` of ``x``.
+
+    The fast (projection) counterpart of :func:`numeric_vjp`: four evaluations
+    instead of four per element. With ``evaluate`` returning ``sum(f(x) * v)``,
+    the result is ``v^T J u``. ``x`` is moved in place to ``x + t u`` and
+    restored bit for bit (from a copy, not by subtracting ``t u`` again).
+
+    Returns ``(derivative, crossed)``, ``crossed`` being True when a stencil
+    point changed the sign of a kink quantity relative to ``base_signs`` (the
+    signs at ``x``, which the caller evaluates once for all directions).
+    """
+    original = x.copy()
+    try:
+        results = []
+        for t in (h, -h, 2 * h, -2 * h):
+            np.add(original, t * u, out=x, casting="unsafe")
+            results.append(evaluate())
+    finally:
+        x[...] = original
+    crossed = base_signs is not None and any(np.any(signs != base_signs) for _, signs in results)
+    return float(_five_point(*(value for value, _ in results), h)), bool(crossed)
+
+
+def compare_projection(actual: float, expected: float, reference: np.ndarray, u: np.ndarray,
+                       tol: Tolerance) -> tuple[float, float]:
+    """Judge a projection ``<g, u>`` against its reference: ``(excess, bound)``, passing when ``excess <= 1``.
+
+    The bound ``atol * sum|u| + rtol * sum|reference * u|`` is the elementwise
+    rule summed along ``u``: a gradient that passes elementwise always passes
+    every projection, so the fast mode never fails where the full mode passes.
+    """
+    bound = tol.atol * float(np.sum(np.abs(u))) + tol.rtol * float(np.sum(np.abs(reference * u)))
+    error = abs(actual - expected)
+    error = np.inf if np.isnan(error) else error
+    return (error / bound if bound > 0 else (0.0 if error == 0 else np.inf)), bound
 
 
 @dataclass

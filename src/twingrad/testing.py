@@ -1,0 +1,259 @@
+"""Assertions for your own test suite: the checks and diagnoses of ``twingrad verify``, in pytest.
+
+Two entry points:
+
+- :func:`assert_layer_matches` checks any forward/backward pair you wrote
+  against a twin you write in ``autograd.numpy`` (three ways: your backward,
+  autograd, central differences) or, without a twin, against central
+  differences of your own forward;
+- :func:`assert_gradients` runs ``twingrad verify``'s checks of CS231n
+  functions (``"batchnorm_backward"``, ...) on a module of yours.
+
+Both raise :class:`AssertionError` with the same diagnosis the command line
+prints: the gradient, its worst element, expected vs got, and a hint when a
+pattern (a sign, a factor N, a missing mean path, ...) explains the error.
+Combine them with :mod:`twingrad.strategies` for property-based tests::
+
+    from hypothesis import given
+    from twingrad import strategies as tst
+    from twingrad.testing import assert_layer_matches
+    import my_layers
+
+    @given(tst.arrays(tst.batch_shapes()), tst.seeds())
+    def test_my_relu(x, seed):
+        assert_layer_matches(my_layers.relu_forward, my_layers.relu_backward,
+                             twin=lambda x: anp.where(x > 0, x, 0.0),
+                             inputs={"x": x}, wrt=["x"], seed=seed, kinks=lambda x: x)
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from typing import Callable, Sequence
+
+import numpy as np
+
+from .gradcheck import compare, numeric_vjp, random_upstream, tolerance
+from .verify.calling import Caller, Stub, UserError, gradients
+from .verify.diagnosis import diagnose
+from .verify.engine import HandError, Problem, check_problem, ulp
+from .verify.results import Outcome, Record
+
+__all__ = ["assert_layer_matches", "assert_gradients", "check_module"]
+
+
+class _Replay:
+    """What a diagnosis needs of the settings, for a check run from Python rather than the CLI."""
+
+    def __init__(self, seed: int, dtype: str, call: str):
+        self.seed, self.dtype, self.call = seed, dtype, call
+
+    def reproduce(self, function: str, case: int) -> str:
+        return self.call
+
+
+def assert_layer_matches(forward: Callable, backward: Callable | None = None, twin: Callable | None = None, *,
+                         inputs: dict, wrt: Sequence[str], kinks: Callable | None = None, mode: str = "auto",
+                         seed: int = 0, dout=None, name: str | None = None) -> None:
+    """Assert that ``backward`` computes the gradients of ``forward`` (and of ``twin``).
+
+    Parameters
+    ----------
+    forward : callable
+        ``forward(*inputs.values()) -> (out, cache)``; with ``backward=None`` a
+        loss ``forward(*inputs.values()) -> (loss, grad)`` or ``(loss, (grads...))``
+        whose gradients are those of the loss, in the order of ``wrt``.
+    backward : callable, optional
+        ``backward(dout, cache) -> gradient or tuple of gradients``, in the order of ``wrt``.
+    twin : callable, optional
+        The same function written with ``autograd.numpy``, taking the same
+        arguments as ``forward`` and returning ``out`` only. With a twin the
+        check is three-way: backward vs autograd (elementwise, exact up to
+        rounding) and vs central differences of the twin. Without one, the
+        backward is compared with central differences of ``forward`` itself.
+    inputs : dict
+        The arguments of ``forward``, by name, in order; left unchanged.
+    wrt : sequence of str
+        The differentiable inputs, in the order the backward returns their gradients.
+    kinks : callable, optional
+        ``kinks(*inputs.values()) -> array`` of the quantities whose sign change is
+        a non-differentiable point (ReLU's input): finite differences across one
+        are left out rather than reported as a mismatch.
+    mode : {'auto', 'full', 'fast'}
+        Central differences per element or along random projections (see ``twingrad verify --mode``).
+    seed : int
+        Seeds the upstream gradient (random, never all ones) and the projections.
+    dout : array or float, optional
+        A given upstream gradient instead.
+    name : str, optional
+        The function's name in the message (default: ``backward``'s or ``forward``'s ``__name__``).
+
+    Raises
+    ------
+    AssertionError
+        With the diagnosis, when a gradient disagrees, or when the code raises or
+        returns gradients of the wrong number or shape.
+    """
+    wrt = list(wrt)
+    missing = [w for w in wrt if w not in inputs]
+    if missing:
+        raise ValueError(f"wrt names {missing} are not among the inputs {list(inputs)}")
+    name = name or getattr(backward or forward, "__name__", "layer")
+    dtype = np.result_type(*(np.asarray(inputs[w]).dtype for w in wrt))
+    replay = _Replay(seed, np.dtype(dtype).name, f"assert_layer_matches(..., seed={seed})")
+    shapes = {k: tuple(np.shape(v)) for k, v in inputs.items() if isinstance(v, np.ndarray)}
+    caller = Caller(None)
+    rng = np.random.default_rng(seed)
+    try:
+        problem, out = _problem(forward, backward, twin, inputs, wrt, kinks, caller, name)
+        if twin is None:
+            outcomes = _numeric_only(problem, out, forward, backward, inputs, wrt, rng, dout, dtype)
+        else:
+            _, checked = check_problem(problem, rng, dtype, mode, dout=dout)
+            outcomes = [(o.gradient, Outcome(o.status, o.comparisons, 0, shapes, o.mode,
+                                             details={**o.arrays, "context": _context(inputs, wrt)}))
+                        for o in checked]
+    except (UserError, Stub) as err:
+        raise AssertionError(f"{name}: {err}") from None
+    except HandError as err:
+        raise AssertionError(f"{name}: {err}") from None
+    failures = [diagnose(name, gradient, outcome, replay)["text"] for gradient, outcome in outcomes
+                if outcome.status == "fail"]
+    if failures:
+        raise AssertionError("\n".join(failures))
+
+
+def _context(inputs: dict, wrt: list) -> dict:
+    """Batch size and features of the first input, for the hints that name N and D."""
+    x = np.asarray(inputs[wrt[0]])
+    return {"N": x.shape[0] if x.ndim > 1 else None, "D": int(np.prod(x.shape[1:])) if x.ndim > 1 else None}
+
+
+def _problem(forward, backward, twin, inputs, wrt, kinks, caller, name) -> tuple[Problem, object]:
+    args = lambda values: [copy.deepcopy(values[k]) for k in inputs]  # noqa: E731
+    result = caller.invoke(name, forward, *args(inputs))
+    if not isinstance(result, (tuple, list)) or len(result) != 2:
+        raise UserError(f"forward returned {type(result).__name__}; expected a pair (out, cache) or (loss, grads)")
+    out, cache = result
+    names = tuple("d" + w for w in wrt)
+
+    def hand(dout):
+        if backward is None:
+            grads = cache if isinstance(cache, (tuple, list)) else (cache,)
+            return {n: np.asarray(g) * dout for n, g in gradients(name, tuple(grads), names).items()}
+        return gradients(name, caller.invoke(name, backward, dout, cache), names)
+
+    def twin_of(*arrays):
+        return twin(*[dict(zip(wrt, arrays)).get(k, v) for k, v in inputs.items()])
+
+    def kinks_of(*arrays):
+        return kinks(*[dict(zip(wrt, arrays)).get(k, v) for k, v in inputs.items()])
+
+    def perturbed(dout):
+        rng = np.random.default_rng(0)
+        moved = {**inputs, **{w: ulp(np.asarray(inputs[w]), rng) for w in wrt}}
+        return _problem(forward, backward, twin, moved, wrt, kinks, caller, name)[0].hand(dout)
+
+    problem = Problem({w: inputs[w] for w in wrt}, twin_of if twin else None, hand, dict(zip(wrt, names)),
+                      kinks_of if kinks else None, perturbed=perturbed)
+    return problem, out
+
+
+def _numeric_only(problem, out, forward, backward, inputs, wrt, rng, dout, dtype):
+    """Without a twin: the backward against central differences of ``forward`` itself."""
+    out = np.asarray(out, dtype=np.float64)
+    if dout is None:
+        dout = 1.0 if backward is None else random_upstream(rng, out)
+    hand = problem.hand(np.asarray(dout, dtype=dtype) if np.ndim(dout) else dout)
+    arrays = {w: np.array(inputs[w], dtype=np.float64) for w in wrt}
+    dout64 = np.asarray(dout, dtype=np.float64)
+
+    def evaluate():
+        values = [arrays.get(k, v) for k, v in inputs.items()]
+        value = np.asarray(forward(*copy.deepcopy(values))[0], dtype=np.float64)
+        signs = np.sign(problem.kinks(*arrays.values())) if problem.kinks else None
+        return float(np.sum(value * dout64)), signs
+
+    tol = tolerance("numeric", dtype)
+    outcomes = []
+    for w, gname in problem.gradient_names.items():
+        (num,), (kinked,) = numeric_vjp(evaluate, [arrays[w]], 1e-5)
+        got = np.asarray(hand[gname])
+        if got.shape != num.shape:
+            raise HandError(f"{gname} has shape {got.shape}; expected {num.shape}, the shape of {w}")
+        comparison = compare(got, num, tol, "numeric", ignore=kinked if kinked.any() else None)
+        status = "fail" if not comparison.passed else ("kink" if comparison.ignored else "pass")
+        shapes = {k: tuple(np.shape(v)) for k, v in inputs.items() if isinstance(v, np.ndarray)}
+        outcomes.append((gname, Outcome(status, {"numeric": comparison}, 0, shapes, "full",
+                                        details={"got": got, "numeric": num, "context": _context(inputs, wrt),
+                                                 "reference_text": "central differences of your forward"})))
+    return outcomes
+
+
+def check_module(module, functions: str | Sequence[str] | None = None, *, seed: int = 0, cases: int = 5,
+                 mode: str = "auto", dtype: str = "float64", keep_prob: bool = False) -> list[Record]:
+    """The records ``twingrad verify --impl`` would produce for ``module`` (checked in this process).
+
+    Parameters
+    ----------
+    module : module or str
+        A module object (``import my_layers``) or the path of a Python file.
+    functions : str or sequence of str, optional
+        CS231n function names to check (``"batchnorm_backward"``, ``"FullyConnectedNet.loss"``);
+        default: every one.
+    seed, cases, mode, dtype, keep_prob
+        As ``--seed``, ``-k``, ``--mode``, ``--dtype`` and ``--keep-prob``.
+    """
+    from .verify.checking import add_dependency_notes
+    from .verify.checking import check_module as check
+    from .verify.settings import Settings
+
+    if isinstance(functions, str):
+        functions = [functions]
+    path = None
+    if isinstance(module, (str, os.PathLike)):
+        from .verify.loading import ImportProblem, load
+
+        path = os.fspath(module)
+        try:
+            module = load(path)
+        except ImportProblem as problem:
+            raise AssertionError(str(problem)) from None
+    path = path or getattr(module, "__file__", None)
+    settings = Settings(seed=seed, cases=cases, mode=mode, dtype=dtype, keep_prob=keep_prob,
+                        only=tuple(functions or ()), impl=path)
+    records = check(Caller(module, path), settings)
+    add_dependency_notes(records)
+    return records
+
+
+def assert_gradients(functions: str | Sequence[str] | None, module, **options) -> None:
+    """Assert that ``module``'s CS231n functions pass ``twingrad verify``'s checks.
+
+    Parameters
+    ----------
+    functions : str or sequence of str or None
+        ``"batchnorm_backward"``, several names, or None for every function the module defines.
+    module : module or str
+        The module, or the path of its file.
+    **options
+        ``seed``, ``cases``, ``mode``, ``dtype``, ``keep_prob``: see :func:`check_module`.
+
+    Raises
+    ------
+    AssertionError
+        Listing every failing, erroring or (when named explicitly) missing
+        function, each with the diagnosis the command line prints. Kinks pass.
+    """
+    records = check_module(module, functions, **options)
+    named = functions is not None
+    bad = [r for r in records if r.status in ("fail", "error") or (named and r.status == "missing")]
+    if bad:
+        lines = []
+        for r in bad:
+            if r.diagnosis and r.diagnosis.get("text"):
+                lines.append(r.diagnosis["text"])
+            else:
+                lines.append(f"{r.function}: {r.status}: {r.message}")
+        raise AssertionError("\n".join(lines))

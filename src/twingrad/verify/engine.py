@@ -1,0 +1,334 @@
+"""The three-way gradient check of any differentiable problem, per element or by projection.
+
+A :class:`Problem` is a hand-derived forward/backward (whose forward has
+already run) beside its pure autograd twin. :func:`check_problem` pulls one
+random upstream gradient ``v`` back through both and compares:
+
+- **hand vs autograd**, elementwise, always: one backward pass each, so
+  cheap at any size, and exact up to rounding;
+- **hand vs central differences of the twin**, which cost function
+  evaluations. ``full`` differentiates element by element (four evaluations
+  per element, five-point stencil); ``fast`` compares projections
+  ``<hand_vjp(v), u> = v^T J u`` along a few random directions ``u`` of one
+  input at a time (four evaluations per direction; one input at a time so a
+  failure names its gradient) and, when a projection disagrees, falls back to
+  the full comparison of that input so the diagnosis has a worst element (for
+  a large input, at a sample of elements: :func:`_numeric_sample`).
+
+Finite differences are taken in float64 on upcast copies, also when the hand
+code runs in float32: the numeric reference is then as accurate as it can be,
+and only the comparison tolerance is float32's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+from autograd import make_vjp
+
+from ..gradcheck import (
+    STEPS,
+    Comparison,
+    compare,
+    compare_projection,
+    directional_derivative,
+    numeric_vjp,
+    random_upstream,
+    tolerance,
+)
+
+
+# Above this many elements, the fast mode's fallback differences a sample of elements, not all.
+FALLBACK_LIMIT = 20_000
+
+
+class HandError(Exception):
+    """The checked code raised, or returned something of the wrong type or shape; the message says which."""
+
+
+@dataclass
+class Problem:
+    """A hand-derived pass and its twin, at one point.
+
+    Attributes
+    ----------
+    arrays : dict of str to ndarray
+        Differentiable inputs, in the order the twin takes them, as the hand code received them.
+    twin : callable
+        ``twin(*arrays) -> output``: pure ``autograd.numpy``.
+    hand : callable
+        ``hand(dout) -> {gradient name: array}``: the hand backward, pulling ``dout`` back.
+    gradient_names : dict of str to str
+        Input name -> gradient name (``"x" -> "dx"``; the net's ``"W1" -> "W1"``).
+    kinks : callable or None
+        ``kinks(*arrays) -> ndarray`` of the quantities whose sign change is a kink.
+    traced : callable or None
+        ``traced(*arrays) -> (output, kink quantities)`` in one pass, when that is
+        cheaper than ``twin`` and ``kinks`` apart (a network's forward); used by
+        the finite differences.
+    perturbed : callable or None
+        ``perturbed(dout) -> {gradient name: array}``: the hand pass (forward and
+        backward) again, at inputs moved by one unit in the last place. Below
+        float64, how much that moves the result is the hand code's own rounding
+        noise, which a comparison tolerates (see :func:`ulp`).
+    """
+
+    arrays: dict
+    twin: Callable
+    hand: Callable
+    gradient_names: dict
+    kinks: Callable | None = None
+    traced: Callable | None = None
+    perturbed: Callable | None = None
+
+
+@dataclass
+class GradientOutcome:
+    """One gradient, checked against autograd and against central differences."""
+
+    gradient: str
+    shape: tuple
+    vs_autograd: Comparison
+    vs_numeric: Comparison
+    mode: str  #: "full" or "fast"
+    fell_back: bool = False  #: fast projections disagreed, the full comparison ran
+    arrays: dict = field(default_factory=dict)  #: got, autograd, numeric (when computed): for the diagnosis
+
+    @property
+    def status(self) -> str:
+        if not (self.vs_autograd.passed and self.vs_numeric.passed):
+            return "fail"
+        return "kink" if self.vs_numeric.ignored else "pass"
+
+    @property
+    def comparisons(self) -> dict:
+        return {"autograd": self.vs_autograd, "numeric": self.vs_numeric}
+
+
+def check_problem(problem: Problem, rng: np.random.Generator, dtype, mode: str = "auto", *,
+                  fast_threshold: int = 2000, directions: int = 3, h: float | None = None,
+                  dout=None) -> tuple[np.ndarray, list[GradientOutcome]]:
+    """Check every gradient of ``problem`` three ways.
+
+    Parameters
+    ----------
+    problem : Problem
+    rng : numpy.random.Generator
+        Draws the upstream gradient and the fast mode's directions.
+    dtype : dtype
+        The dtype of the hand code: selects the tolerances.
+    mode : {'auto', 'full', 'fast'}
+        'auto' projects the inputs with more than ``fast_threshold`` elements.
+    h : float, optional
+        Finite-difference step (default: float64's, as differences run in float64).
+    dout : array or float, optional
+        The upstream gradient; random (never all ones) by default.
+
+    Returns
+    -------
+    twin_out : ndarray
+        The twin's output at the point, in float64.
+    outcomes : list of GradientOutcome
+
+    Raises
+    ------
+    HandError
+        When the hand backward raises or returns gradients of the wrong shape.
+    """
+    dtype = np.dtype(dtype)
+    exact, numeric = tolerance("exact", dtype), tolerance("numeric", dtype)
+    h = STEPS[np.dtype(np.float64)] if h is None else h
+    names = list(problem.arrays)
+    arrays64 = [np.array(problem.arrays[n], dtype=np.float64) for n in names]
+    vjp, twin_out = make_vjp(problem.twin, tuple(range(len(names))))(*arrays64)
+    twin_out = np.asarray(twin_out)
+    if dout is None:
+        dout = random_upstream(rng, twin_out)
+    # The hand code gets dout in its own dtype; the twin the same values, upcast.
+    hand_dout = np.asarray(dout, dtype=dtype) if np.ndim(dout) else dtype.type(dout)
+    dout64 = np.asarray(hand_dout, dtype=np.float64)
+    auto = vjp(dout64)
+    hand_grads = problem.hand(hand_dout.copy() if np.ndim(hand_dout) else hand_dout)
+
+    def evaluate():
+        if problem.traced:
+            out, kinks = problem.traced(*arrays64)
+            return float(np.sum(out * dout64)), np.sign(kinks)
+        value = float(np.sum(problem.twin(*arrays64) * dout64))
+        signs = np.sign(problem.kinks(*arrays64)) if problem.kinks else None
+        return value, signs
+
+    noise = _twin_noise(problem, names, auto, hand_dout, dtype)
+    hand_noise = None
+    outcomes = []
+    for i, name in enumerate(names):
+        gname = problem.gradient_names[name]
+        got = _gradient(hand_grads, gname, problem.arrays[name])
+        expected = np.asarray(auto[i], dtype=np.float64)
+        tol_exact, tol_numeric = _widened(exact, noise[i]), _widened(numeric, noise[i])
+        vs_autograd = compare(got, expected, tol_exact, "autograd")
+        if not vs_autograd.passed and dtype != np.float64 and problem.perturbed:
+            if hand_noise is None:
+                hand_noise = _hand_noise(problem, hand_grads, hand_dout)
+            if hand_noise.get(gname):
+                tol_exact = _widened(tol_exact, hand_noise[gname])
+                tol_numeric = _widened(tol_numeric, hand_noise[gname])
+                vs_autograd = compare(got, expected, tol_exact, "autograd")
+        size = arrays64[i].size
+        use_fast = mode == "fast" or (mode == "auto" and size > fast_threshold)
+        arrays = {"got": got, "autograd": expected}
+        fell_back = False
+        if use_fast:
+            vs_numeric = _projections(evaluate, arrays64[i], got, expected, tol_numeric, rng, directions, h)
+            if not vs_numeric.passed:
+                fell_back = True
+        if fell_back and size > FALLBACK_LIMIT:
+            vs_numeric = _numeric_sample(evaluate, arrays64[i], got, expected, tol_numeric, rng, h)
+        elif not use_fast or fell_back:
+            (num,), (kinked,) = numeric_vjp(evaluate, [arrays64[i]], h)
+            vs_numeric = compare(got, num, tol_numeric, "numeric")
+            if not vs_numeric.passed and kinked.any():
+                # Judge again without the stencils that crossed a kink: if that passes, it is a kink.
+                vs_numeric = compare(got, num, tol_numeric, "numeric", ignore=kinked)
+            arrays["numeric"] = num
+        outcomes.append(GradientOutcome(gname, tuple(np.shape(got)), vs_autograd, vs_numeric,
+                                        "fast" if use_fast else "full", fell_back, arrays))
+    return twin_out, outcomes
+
+
+def _numeric_sample(evaluate, x, got, expected, tol, rng, h: float, count: int = 64) -> Comparison:
+    """Central differences at the ``count`` elements where hand and autograd disagree most, and ``count`` more
+    at random: the fast mode's fallback for an input too large to difference element by element.
+
+    (W1 of a CIFAR-sized network has 307 200 elements: about 20 minutes per element-by-element pass.)
+    """
+    excess = np.abs(got - expected) / tol.bound(expected)
+    flat = np.concatenate([np.argsort(excess, axis=None)[-count:], rng.choice(x.size, size=count, replace=False)])
+    flat = np.unique(flat)
+    index = np.unravel_index(flat, x.shape)
+    num = np.empty(len(flat))
+    _, base_signs = evaluate()
+    crossed = np.zeros(len(flat), bool)
+    for k, element in enumerate(zip(*index)):
+        unit = np.zeros_like(x)
+        unit[element] = 1.0
+        num[k], crossed[k] = directional_derivative(evaluate, x, unit, h, base_signs)
+    result = compare(got[index], num, tol, "numeric", ignore=crossed if crossed.any() else None)
+    worst = tuple(int(i[result.worst_index[0]]) for i in index) if result.worst_index else ()
+    return Comparison("numeric", result.max_abs_error, result.max_rel_error, worst, result.expected, result.actual,
+                      tol, result.passed, result.ignored)
+
+
+def _twin_noise(problem: Problem, names, auto64, dout, dtype) -> list[float]:
+    """Per gradient, how far the twin itself lands from float64 when run in ``dtype``: 0 in float64.
+
+    A careful implementation in float32 is off by this much; the check widens
+    ``atol`` by ten times it rather than blaming the rounding on the student.
+    """
+    if dtype == np.float64:
+        return [0.0] * len(names)
+    arrays = [np.asarray(problem.arrays[n], dtype=dtype) for n in names]
+    try:
+        vjp, _ = make_vjp(problem.twin, tuple(range(len(names))))(*arrays)
+        low = vjp(np.asarray(dout, dtype=dtype) if np.ndim(dout) else dtype.type(dout))
+    except Exception:  # noqa: BLE001  (a twin that cannot run in float32: no widening)
+        return [0.0] * len(names)
+    return [float(np.max(np.abs(np.asarray(g, np.float64) - a), initial=0.0)) for g, a in zip(low, auto64)]
+
+
+def _hand_noise(problem: Problem, hand_grads: dict, dout) -> dict:
+    """Per gradient, how much the hand result moves when its inputs move by one ulp.
+
+    Where float32 cannot resolve a computation (the bias before batch norm,
+    mathematically zero, is a sum of large terms that cancel), the hand result
+    changes by about its whole error under such a nudge; a wrong formula does
+    not, as it is wrong the same way at both points.
+    """
+    try:
+        moved = problem.perturbed(dout.copy() if np.ndim(dout) else dout)
+        return {name: float(np.max(np.abs(np.asarray(moved[name], np.float64) - np.asarray(g, np.float64)),
+                                   initial=0.0))
+                for name, g in hand_grads.items() if g is not None and name in moved}
+    except Exception:  # noqa: BLE001  (the rerun is best effort: no widening)
+        return {}
+
+
+def ulp(array: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """``array`` with every element moved one unit in the last place, up or down at random."""
+    up = rng.random(np.shape(array)) < 0.5
+    return np.where(up, np.nextafter(array, np.inf), np.nextafter(array, -np.inf)).astype(array.dtype)
+
+
+def _widened(tol, noise: float):
+    return tol if noise == 0 else type(tol)(atol=tol.atol + 10 * noise, rtol=tol.rtol)
+
+
+def _gradient(hand_grads: dict, gname: str, like: np.ndarray) -> np.ndarray:
+    """The hand gradient ``gname``, checked to be a real array shaped like its input."""
+    if gname not in hand_grads:
+        raise HandError(f"no gradient {gname} was returned")
+    value = hand_grads[gname]
+    if value is None:
+        raise HandError(f"{gname} is None: not computed yet?")
+    try:
+        got = np.asarray(value)
+    except Exception as exc:  # noqa: BLE001  (any conversion failure is the user's type error)
+        raise HandError(f"{gname} is a {type(value).__name__}, not an array: {exc}") from None
+    if not (np.issubdtype(got.dtype, np.floating) or np.issubdtype(got.dtype, np.integer)):
+        raise HandError(f"{gname} has dtype {got.dtype}; expected a floating-point array")
+    shape = np.shape(like)
+    if got.shape != shape:
+        raise HandError(f"{gname} has shape {got.shape}; expected {shape}, the shape of "
+                        f"{gname[1:] if gname.startswith('d') else gname}{_shape_hint(got.shape, shape)}")
+    return got
+
+
+def _shape_hint(got: tuple, expected: tuple) -> str:
+    if len(got) == 2 and got == tuple(reversed(expected)):
+        return " (transposed?)"
+    if int(np.prod(got)) == int(np.prod(expected)):
+        return " (same number of elements: a missing reshape back to the input's shape?)"
+    if len(expected) == 1 and len(got) == 2 and expected[0] in got:
+        return " (summed over the wrong axis, or not summed over the batch?)"
+    return ""
+
+
+def _projections(evaluate, x, got, expected, tol, rng, directions: int, h: float) -> Comparison:
+    """Compare ``<got, u>`` with ``v^T J u`` from central differences along random directions ``u``.
+
+    A direction whose stencil crosses a kink is retried with a step 10 and 100
+    times smaller (a kink is crossed only within reach of the step), then
+    redrawn; a direction that crosses at every step is left out and counted
+    in ``ignored``, so the outcome reads 'kink' if nothing else disagreed.
+    """
+    _, base_signs = evaluate()
+    worst_excess, worst = -1.0, None
+    errors, rels, ignored = [], [], 0
+    for k in range(directions):
+        result = None
+        for _ in range(3):  # redraws of the direction
+            u = rng.normal(size=x.shape)
+            for step in (h, h / 10, h / 100):
+                value, crossed = directional_derivative(evaluate, x, u, step, base_signs)
+                if not crossed:
+                    result = value
+                    break
+            if result is not None:
+                break
+        if result is None:
+            ignored += 1
+            continue
+        actual = float(np.sum(got * u))
+        excess, _ = compare_projection(actual, result, expected, u, tol)
+        error = abs(actual - result) if np.isfinite(actual) else np.inf
+        errors.append(error)
+        denominator = abs(actual) + abs(result)
+        rels.append(error / denominator if denominator > 0 else 0.0)
+        if excess > worst_excess:
+            worst_excess, worst = excess, (k, result, actual)
+    if worst is None:
+        return Comparison("numeric", 0.0, 0.0, (), 0.0, 0.0, tol, True, ignored)
+    k, result, actual = worst
+    return Comparison("numeric", max(errors), max(rels), (k,), result, actual, tol, worst_excess <= 1.0, ignored)

@@ -1,0 +1,280 @@
+"""Checks of the CS231n functions, one function at a time, against twingrad's twins.
+
+Every function of the registry is checked under its CS231n name: a forward
+by its output (plus, for batch norm and dropout, the state and statistics of
+:mod:`.stateful`), a backward by each gradient it returns, a loss by its
+value and ``dx``. A backward is run on the cache that the module's *own*
+forward returns, so any cache layout works. Each function yields its
+records independently of the others, which is what lets a grading worker
+report them one at a time.
+"""
+
+from __future__ import annotations
+
+import copy
+import types
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..gradcheck import compare, numeric_vjp, random_upstream, tolerance
+from ..twins import REGISTRY, LayerSpec
+from . import calling, stateful
+from .calling import Caller, Stub, UserError
+from .diagnosis import diagnose
+from .engine import HandError, Problem, check_problem, ulp
+from .results import Collector, Outcome, Record, function_record
+
+SCALES = (0.1, 1.0, 10.0)
+# float32 keeps 7 digits: at scales 0.1 and 10 a batch-normalized layer's input
+# varies by less than float32 resolves next to its offset, and an honest float32
+# implementation's rounding dwarfs float32 tolerances (the bias before batch norm,
+# mathematically 0, comes out as 1e-3). Those cases test float32, not the student.
+SCALES_FLOAT32 = (1.0,)
+
+
+@dataclass(frozen=True)
+class Function:
+    """One CS231n function: its role, the registry entry that checks it, and the forward it needs."""
+
+    name: str
+    role: str  #: "forward", "backward" or "loss"
+    spec: LayerSpec
+    forward: str  #: the forward whose cache a backward needs (the function itself otherwise)
+
+
+def _table() -> dict[str, Function]:
+    table: dict[str, Function] = {}
+    for spec in REGISTRY.values():
+        if spec.is_loss:
+            table[spec.forward] = Function(spec.forward, "loss", spec, spec.forward)
+        else:
+            table.setdefault(spec.forward, Function(spec.forward, "forward", spec, spec.forward))
+            table[spec.backward] = Function(spec.backward, "backward", spec, spec.forward)
+    return table
+
+
+FUNCTIONS: dict[str, Function] = _table()
+
+
+def reference_module() -> types.SimpleNamespace:
+    """twingrad's own functions under their CS231n names, as one namespace (layers + layer_utils)."""
+    from .. import layer_utils, layers
+
+    return types.SimpleNamespace(**{**vars(layers), **vars(layer_utils)})
+
+
+def check_function(fn: Function, caller: Caller, settings) -> list[Record]:
+    """Every record of one CS231n function: missing, an error, or one per checked quantity."""
+    if not caller.has(fn.name):
+        return [function_record(fn.name, "missing", "not defined", settings)]
+    if not caller.has(fn.forward):
+        return [function_record(fn.name, "missing", f"{fn.name} is defined but {fn.forward}, whose cache it "
+                                f"needs, is not: not checked", settings)]
+    collector = Collector(fn.name, settings, first_input=fn.spec.args[0])
+    case, shapes = None, None
+    try:
+        for case in settings.case_indices():
+            shapes = None
+            if fn.role == "forward":
+                shapes = _forward_case(fn, caller, settings, case, collector)
+            else:
+                shapes = _gradient_case(fn, caller, settings, case, collector)
+    except Stub as stub:
+        return [function_record(fn.name, "missing", str(stub), settings)]
+    except _CaseError as err:
+        return [function_record(fn.name, "error", err.message, settings, case=case, shapes=err.shapes)]
+    except UserError as err:
+        return [function_record(fn.name, "error", err.message, settings, case=case, shapes=shapes)]
+    return collector.records(lambda f, g, outcome: diagnose(f, g, outcome, settings))
+
+
+class _CaseError(Exception):
+    def __init__(self, message: str, shapes: dict):
+        super().__init__(message)
+        self.message, self.shapes = message, shapes
+
+
+def sample(spec: LayerSpec, rng: np.random.Generator, settings) -> dict:
+    """Random valid inputs for ``spec`` in the settings' dtype."""
+    shape = spec.random_shape(rng)
+    scale = float(rng.choice(SCALES if settings.dtype == "float64" else SCALES_FLOAT32))
+    return spec.sample(rng, shape, scale, settings.np_dtype)
+
+
+def call_args(spec: LayerSpec, inputs: dict, settings) -> list:
+    """Fresh copies of the forward's arguments (the checked code may write into them), in its convention."""
+    args = [copy.deepcopy(inputs[a]) for a in spec.args]
+    if spec.name == "dropout" and settings.keep_prob:
+        args[1]["p"] = 1.0 - args[1]["p"]
+    return args
+
+
+def upcast(spec: LayerSpec, inputs: dict) -> dict:
+    """The inputs with every float array in float64: the twin's copy."""
+    return {k: v.astype(np.float64) if isinstance(v, np.ndarray) and v.dtype.kind == "f" else v
+            for k, v in inputs.items()}
+
+
+def input_shapes(spec: LayerSpec, inputs: dict) -> dict:
+    return {a: tuple(np.shape(inputs[a])) for a in spec.args if isinstance(inputs[a], np.ndarray)}
+
+
+def _forward_case(fn, caller, settings, case, collector) -> dict:
+    spec = fn.spec
+    inputs = sample(spec, settings.rng(fn.name, case), settings)
+    shapes = input_shapes(spec, inputs)
+    try:
+        if spec.name == "dropout":
+            stateful.dropout_forward_case(caller, settings, case, inputs, shapes, collector)
+            return shapes
+        inputs64 = upcast(spec, inputs)
+        twin_out = np.asarray(spec.twin_function(inputs64)(*(inputs64[a] for a in spec.wrt)))
+        out, _ = calling.pair(fn.name, caller(fn.name, *call_args(spec, inputs, settings)), "(out, cache)")
+        out = calling.array(fn.name, "out", out, twin_out.shape)
+        comparison = compare(out, twin_out, tolerance("exact", settings.np_dtype), "twin")
+        collector.add("out", "forward", Outcome(
+            "pass" if comparison.passed else "fail", {"twin": comparison}, case, shapes,
+            details={"got": out, "twin": twin_out, "context": _context(spec, inputs)}))
+        if spec.name == "batchnorm":
+            stateful.batchnorm_state_case(caller, settings, case, inputs, shapes, collector)
+    except UserError as err:
+        raise _CaseError(err.message, shapes) from None
+    return shapes
+
+
+def _gradient_case(fn, caller, settings, case, collector) -> dict:
+    spec = fn.spec
+    for attempt in range(settings.redraws + 1):
+        rng = settings.rng(fn.name, case, attempt)
+        inputs = sample(spec, rng, settings)
+        shapes = input_shapes(spec, inputs)
+        try:
+            problem, value, own_forward = _problem(fn, caller, inputs, settings)
+            arrays64 = [np.asarray(a, np.float64) for a in problem.arrays.values()]
+            dout = 1.0 if spec.is_loss else random_upstream(rng, np.asarray(problem.twin(*arrays64)))
+            twin_out, outcomes = check_problem(problem, rng, settings.np_dtype, settings.mode, dout=dout,
+                                               fast_threshold=settings.fast_threshold,
+                                               directions=settings.directions)
+        except HandError as err:
+            raise _CaseError(f"{fn.name}: {err}", shapes) from None
+        except UserError as err:
+            raise _CaseError(err.message, shapes) from None
+        statuses = {o.status for o in outcomes}
+        if "kink" not in statuses or "fail" in statuses or attempt == settings.redraws:
+            break
+    context = _context(spec, inputs, dout, settings.keep_prob)
+    if spec.is_loss:
+        loss = calling.array(fn.name, "loss", value, ())
+        comparison = compare(loss, twin_out, tolerance("exact", settings.np_dtype), "twin")
+        collector.add("loss", "forward", Outcome("pass" if comparison.passed else "fail", {"twin": comparison},
+                                                 case, shapes, details={"got": loss, "twin": twin_out}))
+    for o in outcomes:
+        details = {**o.arrays, "context": context}
+        if o.status == "fail":
+            details["extra_hints"] = _own_forward_hint(fn, o, own_forward, problem, dout, value, twin_out, settings)
+        collector.add(o.gradient, "gradient", Outcome(o.status, o.comparisons, case, shapes, o.mode,
+                                                      redraws=attempt, details=details))
+    return shapes
+
+
+def _problem(fn, caller, inputs, settings) -> tuple[Problem, object, object]:
+    """The hand pass (the module's forward already run) beside the twin, at ``inputs``.
+
+    Returns ``(problem, forward value, own forward)``: the forward's output, and a
+    function of the ``wrt`` arrays running the module's forward again, for the
+    hint that a backward agrees with a wrong forward.
+    """
+    spec = fn.spec
+    inputs64 = upcast(spec, inputs)
+    arrays = {a: inputs[a] for a in spec.wrt}
+    result = caller(fn.forward, *call_args(spec, inputs, settings))
+    if spec.is_loss:
+        value, dx = calling.pair(fn.name, result, "(loss, dx)")
+        if dx is None:
+            raise Stub(f"{fn.name} returned dx = None: the gradient is not implemented yet?")
+
+        def hand(dout):
+            return {"dx": np.asarray(calling.array(fn.name, "dx", dx, inputs["x"].shape)) * dout}
+    else:
+        value, cache = calling.pair(fn.forward, result, "(out, cache)")
+
+        def hand(dout):
+            return calling.gradients(fn.name, caller(fn.name, dout, cache), spec.gradient_names)
+
+    twin = spec.twin_function(inputs64)
+    if spec.name == "dropout":
+        twin = _dropout_twin(fn, value, inputs)
+    kinks = None
+    if spec.kinks:
+        def kinks(*arrays):
+            return spec.kinks({**inputs64, **dict(zip(spec.wrt, arrays))})
+
+    def own_forward(*arrays):
+        args = call_args(spec, {**inputs, **dict(zip(spec.wrt, arrays))}, settings)
+        return np.asarray(caller(fn.forward, *args)[0], dtype=np.float64)
+
+    def perturbed(dout):
+        rng = np.random.default_rng(0)
+        moved = {**inputs, **{a: ulp(inputs[a], rng) for a in spec.wrt}}
+        return _problem(fn, caller, moved, settings)[0].hand(dout)
+
+    problem = Problem(arrays, twin, hand, dict(zip(spec.wrt, spec.gradient_names)), kinks, perturbed=perturbed)
+    return problem, value, own_forward
+
+
+def _dropout_twin(fn, out, inputs):
+    """Dropout's twin with the module's own mask, read off its output: ``out / x``.
+
+    A student's mask comes from their own generator, which twingrad cannot
+    replay; the backward must then be the derivative of the forward they ran.
+    """
+    x = np.asarray(inputs["x"], dtype=np.float64)
+    out = np.asarray(calling.array(fn.forward, "out", out, x.shape), dtype=np.float64)
+    mask = np.divide(out, x, out=np.zeros_like(x), where=x != 0)
+    return lambda x: x * mask
+
+
+def _context(spec: LayerSpec, inputs: dict, dout=None, keep_prob: bool = False) -> dict:
+    """What the pattern hints may use about this case."""
+    x = np.asarray(inputs[spec.args[0]], dtype=np.float64)
+    context = {"N": x.shape[0] if x.ndim else None, "D": int(np.prod(x.shape[1:])) if x.ndim > 1 else None}
+    if "y" in inputs:
+        context["y"] = inputs["y"]
+    if spec.name == "relu":
+        context.update(relu_input=x, dout=dout)
+    if spec.name in ("batchnorm", "batchnorm_alt", "layernorm"):
+        axis = 0 if spec.name.startswith("batchnorm") else 1
+        eps = inputs["bn_param" if axis == 0 else "ln_param"]["eps"]
+        centered = x - x.mean(axis=axis, keepdims=True)
+        x_hat = centered / np.sqrt(np.mean(centered**2, axis=axis, keepdims=True) + eps)
+        context.update(norm_axis=axis, x_hat=x_hat)
+    if spec.name == "dropout":
+        context.update(p_drop=inputs["dropout_param"]["p"], keep_prob=keep_prob, N=None, D=None)
+    return context
+
+
+def _own_forward_hint(fn, outcome, own_forward, problem, dout, value, twin_out, settings) -> list[str]:
+    """'Your backward is the derivative of your (wrong) forward': central differences of the module's forward."""
+    if fn.role != "backward" and fn.role != "loss":
+        return []
+    name = next(a for a, g in problem.gradient_names.items() if g == outcome.gradient)
+    if np.asarray(problem.arrays[name]).size > 2000:
+        return []  # each element costs four calls of the student's forward
+    if compare(np.asarray(value, np.float64), twin_out, tolerance("exact", settings.np_dtype), "twin").passed:
+        return []  # the forward is right: a backward matching it would have passed
+    arrays = [np.array(a, dtype=np.float64) for a in problem.arrays.values()]
+    target = list(problem.arrays).index(name)
+    dout64 = np.asarray(dout, dtype=np.float64)
+    try:
+        (grad,), _ = numeric_vjp(lambda: (float(np.sum(own_forward(*arrays) * dout64)), None), [arrays[target]], 1e-5)
+    except (UserError, Stub):
+        return []
+    got = np.asarray(outcome.arrays["got"], dtype=np.float64)
+    if compare(got, grad, tolerance("numeric", settings.np_dtype), "numeric").passed:
+        if fn.role == "loss":
+            return [f"{outcome.gradient} is the derivative of the loss value {fn.name} returns, but that value "
+                    "is wrong: fix the loss first"]
+        return [f"{fn.name} agrees with central differences of your own {fn.forward}, whose output is wrong: "
+                f"fix {fn.forward} first"]
+    return []

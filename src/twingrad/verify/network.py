@@ -1,0 +1,336 @@
+"""FullyConnectedNet checked three ways: ``loss(X, y)``'s gradients vs autograd through
+:func:`twingrad.fc_net.twin_loss` vs central differences of that twin.
+
+The default run sweeps normalization (none, batch norm, layer norm) and
+dropout (off, on with a seed, so hand and twin share the mask) with random
+depths and widths; ``--net`` checks one architecture, such as the
+CIFAR-sized ``3072-100x5-10``, where the fast (projection) mode pays off.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..fc_net import FullyConnectedNet, twin_forward, twin_loss
+from ..gradcheck import compare, tolerance
+from . import calling
+from .calling import UserError
+from .diagnosis import diagnose
+from .engine import HandError, Problem, check_problem, ulp
+from .results import Collector, Outcome, Record, function_record
+
+FUNCTION = "FullyConnectedNet.loss"
+SWEEP = [(normalization, dropout) for normalization in (None, "batchnorm", "layernorm") for dropout in (0.0, 0.25)]
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """One network to check: layer sizes, normalization, dropout, L2 strength and batch size."""
+
+    input_dim: int
+    hidden_dims: tuple
+    num_classes: int
+    normalization: str | None = None
+    dropout: float = 0.0
+    reg: float = 0.0
+    batch: int = 20
+
+    def __str__(self) -> str:
+        text = f"{self.input_dim}-{list(self.hidden_dims)}-{self.num_classes}".replace(" ", "")
+        extras = [self.normalization or "", f"dropout={self.dropout:g}" if self.dropout else "",
+                  f"reg={self.reg:g}" if self.reg else "", f"batch={self.batch}"]
+        return ", ".join([text] + [e for e in extras if e])
+
+
+def parse_architecture(text: str) -> Architecture:
+    """``"3072-100x5-10"`` or ``"3072-100x5-10,batchnorm,dropout=0.25,reg=0.1,batch=50"``.
+
+    Layer sizes are separated by ``-``; ``100x5`` is five layers of 100.
+    """
+    head, *options = [part.strip() for part in text.split(",")]
+    sizes = []
+    for part in head.split("-"):
+        match = re.fullmatch(r"(\d+)(?:x(\d+))?", part)
+        if not match:
+            raise ValueError(f"cannot read the layer sizes {head!r}: write e.g. 3072-100x5-10")
+        sizes += [int(match.group(1))] * int(match.group(2) or 1)
+    if len(sizes) < 2:
+        raise ValueError(f"an architecture needs at least an input size and a class count, got {head!r}")
+    fields: dict = {}
+    for option in options:
+        if option in ("batchnorm", "layernorm"):
+            fields["normalization"] = option
+        elif re.fullmatch(r"(dropout|reg)=[0-9.]+", option):
+            key, value = option.split("=")
+            fields[key] = float(value)
+        elif re.fullmatch(r"batch=\d+", option):
+            fields["batch"] = int(option.split("=")[1])
+        else:
+            raise ValueError(f"unknown network option {option!r}: use batchnorm, layernorm, dropout=P, reg=R, batch=N")
+    return Architecture(sizes[0], tuple(sizes[1:-1]), sizes[-1], **fields)
+
+
+class Builder:
+    """Builds a FullyConnectedNet of some class for an architecture: twingrad's, or a student's.
+
+    A student's class is called with the CS231n keywords its signature accepts
+    (``normalization`` or the older ``use_batchnorm``; ``dropout`` off), through
+    a :class:`~.calling.Caller`, so its exceptions become error records.
+    """
+
+    def __init__(self, cls=FullyConnectedNet, caller=None, keep_prob: bool = False):
+        self.cls = cls
+        self.caller = caller
+        self.keep_prob = keep_prob  # the course year's meaning of the dropout argument
+        try:
+            self.parameters = set(inspect.signature(cls).parameters)
+        except (TypeError, ValueError):
+            self.parameters = set()
+
+    def supports(self, normalization, dropout) -> bool:
+        if self.cls is FullyConnectedNet:
+            return True
+        if dropout:
+            return False  # a student's masks come from their own generator: no twin to compare with
+        if normalization is None:
+            return True
+        if "normalization" in self.parameters:
+            return True
+        return normalization == "batchnorm" and "use_batchnorm" in self.parameters
+
+    def __call__(self, arch: Architecture, rng: np.random.Generator, dtype) -> tuple:
+        """A net with He-scaled random weights (and random gamma, beta, b), a batch and labels."""
+        seed = int(rng.integers(2**31))
+        kwargs = {"input_dim": arch.input_dim, "num_classes": arch.num_classes, "reg": arch.reg,
+                  "dtype": dtype, "seed": seed}
+        if self.cls is FullyConnectedNet:
+            model = FullyConnectedNet(list(arch.hidden_dims), dropout=arch.dropout,
+                                      normalization=arch.normalization, **kwargs)
+        else:
+            model = self._student_model(arch, kwargs)
+        # He scaling keeps activations of order 1 at any width, so errors are judged at a
+        # meaningful size; random b, gamma, beta so that no gradient is trivially zero.
+        params = {}
+        for name in _param_names(arch):
+            shape = np.shape(model.params[name])
+            if name.startswith("W"):
+                fresh = rng.normal(size=shape) * np.sqrt(2.0 / shape[0])
+            elif name.startswith("gamma"):
+                fresh = 1.0 + 0.3 * rng.normal(size=shape)
+            else:
+                fresh = 0.3 * rng.normal(size=shape)
+            params[name] = fresh.astype(dtype)
+        model.params.update(params)
+        X = rng.normal(size=(arch.batch, arch.input_dim)).astype(dtype)
+        y = rng.integers(0, arch.num_classes, size=arch.batch)
+        return model, X, y
+
+    def _student_model(self, arch, kwargs):
+        kwargs = {k: v for k, v in kwargs.items() if k in self.parameters}
+        if arch.normalization and "normalization" in self.parameters:
+            kwargs["normalization"] = arch.normalization
+        elif arch.normalization == "batchnorm":
+            kwargs["use_batchnorm"] = True
+        for name, off in (("dropout", 1.0 if self.keep_prob else 0.0), ("dropout_keep_ratio", 1.0)):
+            if name in self.parameters:
+                kwargs[name] = off
+        model = self.caller.invoke("FullyConnectedNet", self.cls, list(arch.hidden_dims), **kwargs)
+        params = getattr(model, "params", None)
+        expected = _param_names(arch)
+        if not isinstance(params, dict) or sorted(params) != sorted(expected):
+            found = sorted(params) if isinstance(params, dict) else "no params dict"
+            raise UserError(f"FullyConnectedNet({', '.join(f'{k}={v!r}' for k, v in kwargs.items())}).params has "
+                            f"keys {found}; expected the CS231n names {expected}")
+        return model
+
+
+def _param_names(arch: Architecture) -> list[str]:
+    num_layers = len(arch.hidden_dims) + 1
+    names = []
+    for i in range(1, num_layers + 1):
+        names += [f"W{i}", f"b{i}"]
+        if arch.normalization and i < num_layers:
+            names += [f"gamma{i}", f"beta{i}"]
+    return names
+
+
+def _twin_settings(arch: Architecture, model) -> dict:
+    seed = getattr(model, "seed", None) if arch.dropout else None
+    return {"normalization": arch.normalization, "dropout": arch.dropout, "seed": seed, "reg": arch.reg, "eps": 1e-5}
+
+
+def well_conditioned(arch: Architecture, model, X) -> bool:
+    """False when a normalized feature has variance near 0: there the normalization's higher
+    derivatives blow up and central differences lose their accuracy (a redraw, not a failure)."""
+    settings = {k: v for k, v in _twin_settings(arch, model).items() if k != "reg"}
+    params = {k: np.asarray(model.params[k], np.float64) for k in _param_names(arch)}
+    _, trace = twin_forward(params, X.astype(np.float64), **settings)
+    axis = 0 if arch.normalization == "batchnorm" else 1
+    return all(a.shape[axis] < 2 or np.var(a, axis=axis).min() > 1e-3 for a in trace.pre_norm)
+
+
+def net_problem(arch: Architecture, model, X, y, loss_call=None) -> tuple[Problem, float]:
+    """The hand ``loss(X, y)`` (run once here) beside ``twin_loss``, differentiated in every parameter."""
+    names = _param_names(arch)
+    settings = _twin_settings(arch, model)
+    forward_settings = {k: v for k, v in settings.items() if k != "reg"}
+    X64 = X.astype(np.float64)
+    result = loss_call(X, y) if loss_call else model.loss(X, y)
+    loss, grads = calling.pair("FullyConnectedNet.loss", result, "(loss, grads)")
+    if not isinstance(grads, dict):
+        raise UserError(f"FullyConnectedNet.loss returned grads as {calling.describe_value(grads)}; expected a dict "
+                        "keyed like params")
+
+    def twin(*arrays):
+        return twin_loss(dict(zip(names, arrays)), X64, y, **settings)
+
+    def traced(*arrays):
+        params = dict(zip(names, arrays))
+        scores, trace = twin_forward(params, X64, **forward_settings)
+        value = _loss_from_scores(scores, y, params, settings)
+        kinks = np.concatenate([a.ravel() for a in trace.pre_relu]) if trace.pre_relu else np.zeros(0)
+        return value, kinks
+
+    def hand(dout):
+        return {k: (None if g is None else np.asarray(g) * dout) for k, g in grads.items()}
+
+    def perturbed(dout):
+        saved = dict(model.params)
+        rng = np.random.default_rng(0)
+        model.params.update({n: ulp(np.asarray(saved[n]), rng) for n in names})
+        try:
+            _, moved = (loss_call or model.loss)(X, y)
+        finally:
+            model.params.update(saved)
+        return {k: np.asarray(g) * dout for k, g in moved.items()}
+
+    problem = Problem({n: model.params[n] for n in names}, twin, hand, {n: n for n in names}, traced=traced,
+                      perturbed=perturbed)
+    return problem, loss
+
+
+def _loss_from_scores(scores, y, params, settings) -> float:
+    """twin_loss's value from scores already computed, for the finite differences.
+
+    The same formula as :func:`twingrad.functional.softmax_loss` in plain numpy:
+    only the value is needed here, and scipy's logsumexp (behind autograd's)
+    spends ~150 us per call dispatching, a third of the default run's network sweep.
+    """
+    shifted = scores - scores.max(axis=1, keepdims=True)
+    log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    loss = -log_probs[np.arange(len(y)), y].mean()
+    weights = [params[k] for k in params if k.startswith("W")]
+    return loss + 0.5 * settings["reg"] * sum(np.sum(W * W) for W in weights)
+
+
+def check_architectures(architectures, settings, builder: Builder | None = None) -> list[Record]:
+    """Every record of ``FullyConnectedNet.loss`` over ``architectures``, ``settings.cases`` cases each.
+
+    ``architectures`` is a list of ``(key, arch)`` pairs, where ``arch`` is an
+    :class:`Architecture` or ``draw(rng) -> Architecture`` for a random one per case.
+    """
+    builder = builder or Builder()
+    collector = Collector(FUNCTION, settings, first_input="X")
+    exact = tolerance("exact", settings.np_dtype)
+    case, arch = None, None
+    try:
+        for key, arch_or_draw in architectures:
+            for case in settings.case_indices():
+                _network_case(key, arch_or_draw, case, builder, settings, collector, exact)
+    except calling.Stub as stub:
+        return [function_record(FUNCTION, "missing", str(stub), settings)]
+    except (UserError, HandError) as err:
+        message = err.message if isinstance(err, UserError) else f"FullyConnectedNet.loss: {err}"
+        return [function_record(FUNCTION, "error", message, settings, case=case, shapes={})]
+    return collector.records(lambda f, g, outcome: diagnose(f, g, outcome, settings))
+
+
+def _network_case(key, arch_or_draw, case, builder, settings, collector, exact) -> None:
+    for attempt in range(settings.redraws + 1):
+        rng = settings.rng(f"{FUNCTION}/{key}", case, attempt)
+        arch = arch_or_draw(rng) if callable(arch_or_draw) else arch_or_draw
+        try:
+            model, X, y = builder(arch, rng, settings.np_dtype)
+        except UserError as err:
+            raise UserError(f"{err.message} (architecture {arch})") from None
+        if arch.normalization and not well_conditioned(arch, model, X) and attempt < settings.redraws:
+            continue
+        loss_call = None
+        if builder.caller:
+            loss_call = lambda X, y: builder.caller.invoke(FUNCTION, model.loss, X, y)  # noqa: E731
+        try:
+            problem, loss = net_problem(arch, model, X, y, loss_call)
+        except UserError as err:
+            raise UserError(f"{err.message} (architecture {arch})") from None
+        twin_out, outcomes = check_problem(problem, rng, settings.np_dtype, settings.mode, dout=1.0,
+                                           fast_threshold=settings.fast_threshold, directions=settings.directions)
+        statuses = {o.status for o in outcomes}
+        if "kink" not in statuses or "fail" in statuses or attempt == settings.redraws:
+            break
+    shapes = {"X": X.shape}
+    note = f"architecture {arch}"
+    loss = calling.array(FUNCTION, "loss", loss, ())
+    comparison = compare(loss, twin_out, exact, "twin")
+    collector.add("loss", "forward", Outcome("pass" if comparison.passed else "fail", {"twin": comparison},
+                                             case, shapes, details={"got": loss, "twin": twin_out, "note": note}))
+    for o in outcomes:
+        family = o.gradient.rstrip("0123456789")
+        details = {**o.arrays, "name": o.gradient, "note": note, "context": {"N": arch.batch}}
+        if o.status == "fail" and family == "W" and arch.reg:
+            details["extra_hints"] = _regularization_hints(o, np.asarray(model.params[o.gradient], np.float64),
+                                                           arch.reg, settings)
+        collector.add(family, "gradient", Outcome(o.status, o.comparisons, case, shapes, o.mode, attempt, details))
+
+
+def _regularization_hints(outcome, W, reg, settings) -> list[str]:
+    """dW wrong by a multiple of ``reg * W``: the L2 term missing, doubled or halved."""
+    got, expected = np.asarray(outcome.arrays["got"], np.float64), outcome.arrays["autograd"]
+    tol = outcome.vs_autograd.tolerance
+    for factor, text in ((-1.0, "the L2 term reg * W is missing from this gradient"),
+                         (1.0, "the L2 term is added twice (2 * reg * W)"),
+                         (-0.5, "the L2 term is 0.5 * reg * W; the derivative of 0.5 * reg * sum(W**2) is reg * W")):
+        model = expected + factor * reg * W
+        if np.all(np.abs(got - model) <= tol.bound(model)):
+            return [text]
+    return []
+
+
+def _random_architecture(normalization, dropout):
+    def draw(rng):
+        depth = int(rng.integers(1, 4))
+        return Architecture(
+            input_dim=int(rng.integers(2, 7)),
+            hidden_dims=tuple(int(h) for h in rng.integers(2, 8, size=depth)),
+            num_classes=int(rng.integers(2, 6)),
+            normalization=normalization,
+            dropout=dropout,
+            reg=float(rng.choice([0.0, 0.1, 1.0])),
+            batch=int(rng.integers(2, 7)),
+        )
+
+    return draw
+
+
+def check_sweep(settings, builder: Builder | None = None) -> list[Record]:
+    """Networks of random sizes: each normalization with and without dropout (that the class supports)."""
+    builder = builder or Builder()
+    architectures = [(f"{normalization}/{dropout}", _random_architecture(normalization, dropout))
+                     for normalization, dropout in SWEEP if builder.supports(normalization, dropout)]
+    return check_architectures(architectures, settings, builder)
+
+
+def check_student_network(caller, settings) -> list[Record]:
+    """A module's own FullyConnectedNet class, if it defines one, over the sweep it supports."""
+    cls = getattr(caller.module, "FullyConnectedNet", None)
+    if not isinstance(cls, type):
+        return [function_record(FUNCTION, "missing", "not defined (no FullyConnectedNet class)", settings)]
+    return check_sweep(settings, Builder(cls, caller, settings.keep_prob))
+
+
+def check_network(arch: Architecture, settings) -> list[Record]:
+    """One architecture, ``settings.cases`` random draws of its weights and batch."""
+    return check_architectures([(str(arch), arch)], settings)

@@ -1,0 +1,150 @@
+"""What ``twingrad verify`` prints: the table of checks, the diagnoses, the summary of
+many submissions, and the JSON document (schema in docs/verify.md).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+from .. import __version__
+from .results import STATUSES, Record, exit_code, worst_status
+
+SCHEMA = "twingrad-verify/1"
+
+
+def function_statuses(records: list[Record]) -> dict[str, str]:
+    """Each function's status: the most severe of its records', in checking order."""
+    statuses: dict[str, list] = {}
+    for record in records:
+        statuses.setdefault(record.function, []).append(record.status)
+    return {function: worst_status(found) for function, found in statuses.items()}
+
+
+def counts(statuses) -> dict[str, int]:
+    found = Counter(statuses)
+    return {status: found.get(status, 0) for status in STATUSES}
+
+
+def submission_code(records: list[Record], import_error: str | None) -> int:
+    """2 when the module could not be imported, else 1 when anything failed or raised, else 0."""
+    return 2 if import_error else exit_code(r.status for r in records)
+
+
+# -- text ---------------------------------------------------------------------------------
+
+
+def _shapes_text(shapes) -> str:
+    text = " ".join("x".join(map(str, s)) if s else "()" for s in shapes)
+    return text if len(text) <= 28 else text[:25] + "..."
+
+
+def _error_text(value) -> str:
+    return "" if value is None else f"{value:.1e}"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
+    return "\n".join("  ".join(str(v).ljust(w) for v, w in zip(row, widths)).rstrip()
+                     for row in [header, ["-" * w for w in widths], *rows])
+
+
+def checks_table(records: list[Record]) -> str:
+    """One row per checked quantity: function, gradient, shapes tried, max abs err, max rel err, status."""
+    rows = [[r.function, r.gradient or "-", _shapes_text(r.shapes), _error_text(r.max_abs_error),
+             _error_text(r.max_rel_error), r.status] for r in records]
+    return _table(["function", "gradient", "shapes tried", "max abs err", "max rel err", "status"], rows)
+
+
+def details_text(records: list[Record]) -> str:
+    """The diagnoses of failures, the messages of errors and kinks, and the missing functions."""
+    parts = []
+    failures = [r for r in records if r.status == "fail" and r.diagnosis]
+    if failures:
+        parts.append("Failures\n" + "\n".join(_indent(r.diagnosis["text"]) for r in failures))
+    errors = [r for r in records if r.status == "error"]
+    if errors:
+        lines = []
+        for r in errors:
+            lines.append(f"  {r.function}: {r.message}")
+            if r.diagnosis and r.diagnosis.get("reproduce"):
+                lines.append(f"    reproduce: {r.diagnosis['reproduce']}")
+        parts.append("Errors\n" + "\n".join(lines))
+    kinks = [r for r in records if r.status == "kink"]
+    if kinks:
+        parts.append("Kinks (not failures)\n" + "\n".join(f"  {r.function} {r.gradient}: {r.message}" for r in kinks))
+    missing = [r for r in records if r.status == "missing"]
+    undefined = [r.function for r in missing if r.message and r.message.startswith("not defined")]
+    lines = [f"  not defined: {', '.join(undefined)}"] if undefined else []
+    lines += [f"  {r.function}: {r.message}" for r in missing if r.function not in undefined]
+    if lines:
+        parts.append("Missing\n" + "\n".join(lines))
+    return "\n\n".join(parts)
+
+
+def _indent(text: str) -> str:
+    return "\n".join("  " + line for line in text.splitlines())
+
+
+def summary_line(label: str, records: list[Record], seconds: float | None = None) -> str:
+    found = counts(function_statuses(records).values())
+    shown = ", ".join(f"{n} {status}" for status, n in found.items() if n)
+    took = f" in {seconds:.1f} s" if seconds is not None else ""
+    verdict = "FAILED" if exit_code(r.status for r in records) else "OK"
+    return f"{label}: {sum(found.values())} functions{took}: {shown or 'nothing checked'}: {verdict}"
+
+
+def submissions_table(submissions) -> str:
+    """One row per submission: counts of functions per status, and what fails."""
+    rows = []
+    for s in submissions:
+        if s.import_error:
+            rows.append([s.path, "-", "-", "-", "-", "-", "import", _first_sentence(s.import_error)])
+            continue
+        statuses = function_statuses(s.records)
+        found = counts(statuses.values())
+        failing = [f"{r.function} ({r.gradient})" if r.gradient else r.function
+                   for r in s.records if r.status in ("fail", "error")]
+        result = "fail" if submission_code(s.records, None) else "pass"
+        rows.append([s.path, *(str(found[k]) for k in ("pass", "fail", "error", "missing", "kink")), result,
+                     _shorten(", ".join(failing))])
+    return _table(["submission", "pass", "fail", "error", "missing", "kink", "result", "failing"], rows)
+
+
+def _first_sentence(text: str) -> str:
+    sentence = text.split(". ")[0]
+    return _shorten(sentence)
+
+
+def _shorten(text: str, width: int = 70) -> str:
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+# -- JSON -----------------------------------------------------------------------------------
+
+
+def _submission_json(path, records: list[Record], import_error) -> dict:
+    statuses = function_statuses(records)
+    code = submission_code(records, import_error)
+    return {
+        "path": path,
+        "import_error": import_error,
+        "status": "import_error" if import_error else ("fail" if code else "pass"),
+        "exit_code": code,
+        "summary": {"functions": counts(statuses.values()), "checks": counts(r.status for r in records)},
+        "functions": statuses,
+        "checks": [r.to_json() for r in records],
+    }
+
+
+def document(settings, *, path=None, records=None, import_error=None, submissions=None) -> dict:
+    """The JSON report: one submission (or twingrad itself) with ``checks``, or several with ``submissions``."""
+    head = {"schema": SCHEMA, "twingrad_version": __version__, "settings": settings.public()}
+    if submissions is None:
+        return {**head, **_submission_json(path, records or [], import_error)}
+    items = [_submission_json(s.path, s.records, s.import_error) for s in submissions]
+    return {**head, "exit_code": max((item["exit_code"] for item in items), default=0), "submissions": items}
+
+
+def dumps(doc: dict) -> str:
+    return json.dumps(doc, indent=2, default=lambda v: v.item() if hasattr(v, "item") else str(v))

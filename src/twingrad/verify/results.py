@@ -1,0 +1,178 @@
+"""The records a verification produces, and how cases add up to them.
+
+A *case* is one random draw of inputs for one function. Each case yields an
+:class:`Outcome` per checked quantity (``out``, ``dx``, ``running_mean``, ...);
+:class:`Collector` merges the outcomes of all cases of a function into one
+:class:`Record` per quantity: one row of the table, one object of the JSON
+``checks`` list.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..gradcheck import Comparison
+
+STATUSES = ("pass", "fail", "missing", "error", "kink")
+# A function's status is the most severe of its records'.
+_SEVERITY = {"error": 4, "fail": 3, "missing": 2, "kink": 1, "pass": 0}
+KINDS = ("forward", "gradient", "state", "statistics", "function")
+
+
+def worst_status(statuses) -> str:
+    """The most severe status: error > fail > missing > kink > pass ('pass' for none)."""
+    return max(statuses, key=_SEVERITY.__getitem__, default="pass")
+
+
+def exit_code(statuses) -> int:
+    """1 when anything failed or raised, else 0: a kink or a missing function is no failure."""
+    return 1 if {"fail", "error"} & set(statuses) else 0
+
+
+@dataclass
+class Outcome:
+    """One quantity of one case.
+
+    ``comparisons`` maps a reference ("autograd", "numeric", "twin", "expected")
+    to its :class:`~twingrad.gradcheck.Comparison`; ``details`` carries what a
+    diagnosis needs (the arrays compared, the inputs' context), never serialized.
+    """
+
+    status: str
+    comparisons: dict
+    case: int
+    shapes: dict  #: input name -> shape
+    mode: str | None = None
+    redraws: int = 0
+    details: dict = field(default_factory=dict)
+
+
+@dataclass
+class Record:
+    """One checked quantity of one CS231n function, over all cases: the JSON ``checks`` entry."""
+
+    function: str
+    gradient: str | None
+    kind: str
+    status: str
+    seed: int
+    dtype: str
+    mode: str | None = None
+    cases: int = 0
+    shapes: list = field(default_factory=list)
+    max_abs_error: float | None = None
+    max_rel_error: float | None = None
+    tolerance: dict = field(default_factory=dict)
+    references: dict = field(default_factory=dict)
+    kinks: int = 0
+    redraws: int = 0
+    message: str | None = None
+    diagnosis: dict | None = None
+
+    def to_json(self) -> dict:
+        return {
+            "function": self.function, "gradient": self.gradient, "kind": self.kind, "status": self.status,
+            "message": self.message, "seed": self.seed, "dtype": self.dtype, "mode": self.mode,
+            "cases": self.cases, "shapes": [list(s) for s in self.shapes],
+            "max_abs_error": _finite_or_none(self.max_abs_error), "max_rel_error": _finite_or_none(self.max_rel_error),
+            "tolerance": self.tolerance, "references": self.references, "kinks": self.kinks,
+            "redraws": self.redraws, "diagnosis": self.diagnosis,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict) -> "Record":
+        fields = dict(data)
+        fields["shapes"] = [tuple(s) for s in fields.get("shapes", [])]
+        return cls(**fields)
+
+
+def _finite_or_none(value):
+    # JSON has no inf or NaN: a NaN gradient gets null, and its status says fail.
+    return None if value is None or not np.isfinite(value) else float(value)
+
+
+def function_record(function: str, status: str, message: str, settings, *, case: int | None = None,
+                    shapes: dict | None = None) -> Record:
+    """A record about a whole function: missing, or an error that stopped its check."""
+    record = Record(function, None, "function", status, settings.seed, settings.dtype, message=message)
+    if case is not None:
+        record.cases = 1
+        record.shapes = [tuple(next(iter(shapes.values())))] if shapes else []
+        record.diagnosis = {"case": case, "seed": settings.seed,
+                            "input_shapes": {k: list(v) for k, v in (shapes or {}).items()},
+                            "reproduce": settings.reproduce(function, case)}
+    return record
+
+
+class Collector:
+    """Merges the per-case outcomes of one function into records, quantity by quantity, in first-seen order."""
+
+    def __init__(self, function: str, settings, first_input: str = "x"):
+        self.function = function
+        self.settings = settings
+        self.first_input = first_input
+        self.outcomes: dict[tuple, list[Outcome]] = {}
+
+    def add(self, gradient: str, kind: str, outcome: Outcome) -> None:
+        self.outcomes.setdefault((gradient, kind), []).append(outcome)
+
+    def records(self, diagnose) -> list[Record]:
+        """``diagnose(function, gradient, outcome) -> dict`` is called for the failing outcome shown."""
+        return [self._record(gradient, kind, outcomes, diagnose)
+                for (gradient, kind), outcomes in self.outcomes.items()]
+
+    def _record(self, gradient, kind, outcomes, diagnose) -> Record:
+        status = worst_status(o.status for o in outcomes)
+        shapes = sorted({tuple(o.shapes.get(self.first_input, next(iter(o.shapes.values()), ())))
+                         for o in outcomes})
+        comparisons = [c for o in outcomes for c in o.comparisons.values()]
+        references: dict = {}
+        for o in outcomes:
+            for name, c in o.comparisons.items():
+                ref = references.setdefault(name, {"max_abs_error": 0.0, "max_rel_error": 0.0, "passed": True})
+                ref["max_abs_error"] = max(ref["max_abs_error"], _finite_or_inf(c.max_abs_error))
+                ref["max_rel_error"] = max(ref["max_rel_error"], _finite_or_inf(c.max_rel_error))
+                ref["passed"] = ref["passed"] and c.passed
+        for ref in references.values():
+            ref["max_abs_error"] = _finite_or_none(ref["max_abs_error"])
+            ref["max_rel_error"] = _finite_or_none(ref["max_rel_error"])
+        tolerance: dict = {}
+        for o in outcomes:  # the widest over the cases (float32 widens by the measured rounding noise)
+            for name, c in o.comparisons.items():
+                tol = tolerance.setdefault(name, {"atol": 0.0, "rtol": 0.0})
+                tol["atol"], tol["rtol"] = max(tol["atol"], c.tolerance.atol), max(tol["rtol"], c.tolerance.rtol)
+        modes = sorted({o.mode for o in outcomes if o.mode})
+        record = Record(
+            function=self.function, gradient=gradient, kind=kind, status=status, seed=self.settings.seed,
+            dtype=self.settings.dtype, mode="+".join(modes) if modes else None, cases=len(outcomes),
+            shapes=shapes,
+            max_abs_error=max((_finite_or_inf(c.max_abs_error) for c in comparisons), default=None),
+            max_rel_error=max((_finite_or_inf(c.max_rel_error) for c in comparisons), default=None),
+            tolerance=tolerance, references=references,
+            kinks=sum(c.ignored for c in comparisons), redraws=sum(o.redraws for o in outcomes),
+        )
+        failing = [o for o in outcomes if o.status == "fail"]
+        if failing:
+            # The largest failing case: the most data for the pattern hints.
+            shown = max(failing, key=lambda o: (_size(o.shapes), -o.case))
+            record.diagnosis = diagnose(self.function, gradient, shown)
+            record.message = record.diagnosis.get("summary")
+        elif status == "kink":
+            record.message = (f"finite differences straddled a non-differentiable point ({record.redraws} "
+                              f"redraw{'s' if record.redraws != 1 else ''}); the analytic gradients agreed")
+        return record
+
+
+def _finite_or_inf(value: float) -> float:
+    return float(value) if np.isfinite(value) else float("inf")
+
+
+def _size(shapes: dict) -> int:
+    return sum(int(np.prod(s)) for s in shapes.values())
+
+
+def comparison_json(c: Comparison) -> dict:
+    return {"reference": c.reference, "max_abs_error": _finite_or_none(c.max_abs_error),
+            "max_rel_error": _finite_or_none(c.max_rel_error), "passed": c.passed}
