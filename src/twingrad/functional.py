@@ -10,7 +10,7 @@ backward passes.
 from __future__ import annotations
 
 import autograd.numpy as anp
-from autograd.scipy.special import logsumexp
+from autograd.tracer import getval
 
 from .layers import dropout_mask
 
@@ -43,10 +43,21 @@ def svm_loss(x, y):
     return anp.sum(relu(margins) * others) / num_samples
 
 
+def _logsumexp_rows(x):
+    """``log(sum(exp(x), axis=1))`` without overflow: shifted by each row's maximum.
+
+    The shift is taken off the traced value as a constant, since the result does
+    not depend on it. (autograd.scipy's logsumexp would import all of SciPy,
+    about a second of every start-up.)
+    """
+    shift = getval(x).max(axis=1, keepdims=True)
+    return shift + anp.log(anp.sum(anp.exp(x - shift), axis=1, keepdims=True))
+
+
 def softmax_loss(x, y):
     """Mean cross-entropy of softmax(x) for scores x (N, C) and labels y (N,), via log-sum-exp."""
     num_samples, num_classes = x.shape
-    log_probs = x - logsumexp(x, axis=1, keepdims=True)
+    log_probs = x - _logsumexp_rows(x)
     return -anp.sum(log_probs * _one_hot(y, num_classes, x.dtype)) / num_samples
 
 
