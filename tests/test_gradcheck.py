@@ -1,6 +1,7 @@
 """The checker itself: numeric helpers, the tolerance rule, and that it fails
 when a backward pass is wrong (a checker that cannot fail proves nothing)."""
 
+import re
 import types
 
 import numpy as np
@@ -173,3 +174,18 @@ def test_check_layer_leaves_inputs_and_params_unchanged():
     check_layer(spec, inputs, np.random.default_rng(3))
     np.testing.assert_array_equal(inputs["x"], x_before)
     assert "running_mean" not in inputs["bn_param"]
+
+
+def test_a_backward_returning_a_wrong_shape_is_named():
+    spec = REGISTRY["affine"]
+    inputs = spec.sample(np.random.default_rng(4), (4, 3), 1.0, np.float64)
+
+    def affine_backward_transposed_dw(dout, cache):
+        dx, dw, db = layers.affine_backward(dout, cache)
+        return dx, dw.T, db
+
+    module = _module_with(affine_backward=affine_backward_transposed_dw)
+    expected_w = inputs["w"].shape
+    message = re.escape(f"affine_backward returned dw of shape {expected_w[::-1]}, expected {expected_w}")
+    with pytest.raises(ValueError, match=message):
+        check_layer(spec, inputs, np.random.default_rng(4), module=module)

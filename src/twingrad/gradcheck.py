@@ -307,6 +307,20 @@ def random_upstream(rng: np.random.Generator, out) -> np.ndarray | float:
     return rng.normal(size=out.shape).astype(out.dtype)
 
 
+def _check_hand_shapes(spec: LayerSpec, inputs: dict, hand_out, twin_out, hand_grads: dict) -> None:
+    """Raise a ValueError naming the function and the array when the hand pass returned a wrong shape."""
+    if np.shape(hand_out) != np.shape(twin_out):
+        raise ValueError(f"{spec.forward} returned out of shape {np.shape(hand_out)}, expected {np.shape(twin_out)}")
+    backward = spec.backward or spec.forward
+    if len(hand_grads) != len(spec.wrt):
+        raise ValueError(f"{backward} returned {len(hand_grads)} gradients, expected {len(spec.wrt)}: "
+                         f"{', '.join(spec.gradient_names)}")
+    for name, grad_name in zip(spec.wrt, spec.gradient_names):
+        got, expected = np.shape(hand_grads[grad_name]), np.shape(inputs[name])
+        if got != expected:
+            raise ValueError(f"{backward} returned {grad_name} of shape {got}, expected {expected} (the shape of {name})")
+
+
 def check_layer(spec: LayerSpec, inputs: dict, rng: np.random.Generator, module=None, h: float | None = None) -> LayerCheck:
     """Check a hand-derived layer three ways at ``inputs``.
 
@@ -340,6 +354,7 @@ def check_layer(spec: LayerSpec, inputs: dict, rng: np.random.Generator, module=
     _, auto_grads = run_twin(spec, inputs, dout)
     num_grads, kinked = numeric_gradients(spec, inputs, dout, h)
 
+    _check_hand_shapes(spec, inputs, hand_out, twin_out, hand_grads)
     shapes = {name: tuple(np.shape(inputs[name])) for name in spec.wrt}
     result = LayerCheck(spec.name, shapes, compare(hand_out, twin_out, exact, "twin"))
     for name in spec.gradient_names:
