@@ -10,10 +10,12 @@ live in :mod:`twingrad.normalization` and are re-exported here.
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import numpy as np
 
+from . import _fast
 from . import _validate as check
 from .normalization import (  # noqa: F401  (re-exported: the CS231n namespace)
     batchnorm_backward,
@@ -49,7 +51,7 @@ def affine_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray) -> tuple[np.ndar
     check.float_array(f, "x", x, min_ndim=1)
     check.float_array(f, "w", w, ndim=2)
     check.float_array(f, "b", b, ndim=1)
-    num_features = int(np.prod(x.shape[1:]))
+    num_features = math.prod(x.shape[1:])  # not np.prod: 0.5 us instead of 5 us on a shape tuple
     if w.shape[0] != num_features:
         raise ValueError(
             f"{f}: w must have shape (D, M) with D = {num_features}, the product of x.shape[1:] = "
@@ -88,7 +90,7 @@ def affine_backward(dout: np.ndarray, cache: AffineCache, *, input_grad: bool = 
     dout = check.upstream("affine_backward", dout, (x.shape[0], w.shape[1]))
     x2d = x.reshape(x.shape[0], w.shape[0])
     dw = x2d.T @ dout
-    db = dout.sum(axis=0)  # b was broadcast over the batch: sum it back
+    db = _fast.sum_rows(dout)  # b was broadcast over the batch: sum it back
     dx = (dout @ w.T).reshape(x.shape) if input_grad else None
     return dx, dw, db
 
@@ -96,7 +98,7 @@ def affine_backward(dout: np.ndarray, cache: AffineCache, *, input_grad: bool = 
 def relu_forward(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Rectified linear unit, ``max(x, 0)`` elementwise; any shape. The cache is ``x``."""
     check.float_array("relu_forward", "x", x)
-    return np.maximum(x, 0), x
+    return _fast.relu(x), x
 
 
 def relu_backward(dout: np.ndarray, cache: np.ndarray) -> np.ndarray:
@@ -174,12 +176,13 @@ def softmax_loss(x: np.ndarray, y: np.ndarray) -> tuple[np.floating, np.ndarray]
     num_samples, num_classes = x.shape
     y = check.labels(f, y, num_samples, num_classes)
     rows = np.arange(num_samples)
-    log_probs = x - x.max(axis=1, keepdims=True)
-    log_probs -= np.log(np.exp(log_probs).sum(axis=1, keepdims=True))
-    loss = -log_probs[rows, y].sum() / num_samples
-    dx = np.exp(log_probs, out=log_probs)  # reuse the buffer: log_probs is not needed again
-    dx[rows, y] -= 1
-    dx /= num_samples
+    shifted = x - _fast.max_cols(x)[:, None]
+    exp = np.exp(shifted)  # the one exponential: the gradient reuses it
+    sums = _fast.sum_cols(exp)
+    # -log p_{n y_n} = log(sum_k e^{x_nk}) - x_{n y_n}: only the labels' log-probabilities are needed
+    loss = (np.log(sums).sum() - shifted[rows, y].sum()) / num_samples
+    dx = np.multiply(exp, (1.0 / (sums * num_samples))[:, None], out=exp)  # p / N, in exp's buffer
+    dx[rows, y] -= 1.0 / num_samples
     return loss, dx
 
 

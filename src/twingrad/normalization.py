@@ -11,6 +11,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from . import _fast
 from . import _validate as check
 
 
@@ -33,15 +34,23 @@ def _check_affine_params(func: str, x, gamma, beta) -> None:
     check.shape(func, "beta", beta, (x.shape[1],), "one shift per feature of x")
 
 
-def _normalize(x, gamma, beta, axis: int, eps: float) -> tuple[np.ndarray, NormCache]:
-    mean = x.mean(axis=axis, keepdims=True)
-    x_centered = x - mean
-    var = np.mean(np.square(x_centered), axis=axis, keepdims=True)  # biased, as in the paper
-    inv_std = 1.0 / np.sqrt(var + eps)
+def _normalize(x, gamma, beta, axis: int, eps: float) -> tuple[np.ndarray, NormCache, np.ndarray]:
+    """Normalize over ``axis`` (0: batch norm, 1: layer norm); returns ``(out, cache, mean)``."""
+    n = x.shape[axis]
+    # sum_rows / sum_cols: sums as BLAS matrix-vector products (see twingrad._fast)
+    if axis == 0:
+        mean = _fast.sum_rows(x)[None, :] / n
+        x_centered = x - mean
+        var = _fast.sum_rows(np.square(x_centered))[None, :] / n  # biased, as in the paper
+    else:
+        mean = _fast.sum_cols(x)[:, None] / n
+        x_centered = x - mean
+        var = _fast.sum_cols(np.square(x_centered))[:, None] / n
+    inv_std = (var + eps) ** -0.5
     x_hat = x_centered * inv_std
     out = x_hat * gamma
     out += beta
-    return out, NormCache(x_centered, var, inv_std, x_hat, gamma, eps)
+    return out, NormCache(x_centered, var, inv_std, x_hat, gamma, eps), mean
 
 
 def batchnorm_forward(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, bn_param: dict):
@@ -90,9 +99,8 @@ def batchnorm_forward(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, bn_par
     if x.shape[0] < 2:
         # One sample has no batch variance: every output would be beta (as PyTorch, refuse).
         raise ValueError(f"{f}: train mode needs at least 2 samples per batch, got x.shape = {x.shape}")
-    out, cache = _normalize(x, gamma, beta, axis=0, eps=eps)
-    batch_mean = x.mean(axis=0)
-    bn_param["running_mean"] = momentum * running_mean + (1 - momentum) * batch_mean
+    out, cache, batch_mean = _normalize(x, gamma, beta, axis=0, eps=eps)
+    bn_param["running_mean"] = momentum * running_mean + (1 - momentum) * batch_mean[0]
     bn_param["running_var"] = momentum * running_var + (1 - momentum) * cache.var[0]
     return out, cache
 
@@ -162,8 +170,8 @@ def batchnorm_backward_alt(dout: np.ndarray, cache: NormCache):
     _, _, inv_std, x_hat, gamma, _ = _require_train_cache("batchnorm_backward_alt", cache)
     dout = check.upstream("batchnorm_backward_alt", dout, x_hat.shape)
     n = dout.shape[0]
-    dbeta = dout.sum(axis=0)
-    dgamma = np.einsum("nd,nd->d", dout, x_hat)  # no (N, D) temporary
+    dbeta = _fast.sum_rows(dout)
+    dgamma = _fast.sum_rows(dout * x_hat)  # a product then a BLAS sum: faster than einsum here
     # One (N, D) allocation, then in-place passes.
     dx = x_hat * (dgamma / n)
     dx += dbeta / n
@@ -189,7 +197,7 @@ def layernorm_forward(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, ln_par
     """
     _check_affine_params("layernorm_forward", x, gamma, beta)
     eps = (ln_param or {}).get("eps", 1e-5)
-    return _normalize(x, gamma, beta, axis=1, eps=eps)
+    return _normalize(x, gamma, beta, axis=1, eps=eps)[:2]
 
 
 def layernorm_backward(dout: np.ndarray, cache: NormCache):
@@ -215,11 +223,12 @@ def layernorm_backward(dout: np.ndarray, cache: NormCache):
     """
     _, _, inv_std, x_hat, gamma, _ = cache
     dout = check.upstream("layernorm_backward", dout, x_hat.shape)
-    dbeta = dout.sum(axis=0)
-    dgamma = np.einsum("nd,nd->d", dout, x_hat)
+    n = dout.shape[1]
+    dbeta = _fast.sum_rows(dout)
+    dgamma = _fast.sum_rows(dout * x_hat)
     dx_hat = dout * gamma
-    proj = np.mean(dx_hat * x_hat, axis=1, keepdims=True)
-    dx = dx_hat - dx_hat.mean(axis=1, keepdims=True)
+    proj = _fast.sum_cols(dx_hat * x_hat)[:, None] / n
+    dx = dx_hat - _fast.sum_cols(dx_hat)[:, None] / n
     dx -= x_hat * proj
     dx *= inv_std
     return dx, dgamma, dbeta
