@@ -13,6 +13,7 @@ import sys
 COMMANDS = {
     "verify": ("twingrad.verify", "check hand-derived gradients against autograd twins and central differences"),
     "train": ("twingrad.train", "train a FullyConnectedNet with Solver (digits by default, or CIFAR-10 from disk)"),
+    "bench": ("twingrad.bench", "side-by-side timings: hand vs autograd twin vs PyTorch vs JAX vs the matmul floor"),
 }
 
 
