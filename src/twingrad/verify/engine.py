@@ -31,6 +31,7 @@ from autograd import make_vjp
 from ..gradcheck import (
     STEPS,
     Comparison,
+    GradientCheck,
     compare,
     compare_projection,
     directional_derivative,
@@ -85,22 +86,12 @@ class Problem:
 
 
 @dataclass
-class GradientOutcome:
-    """One gradient, checked against autograd and against central differences."""
+class GradientOutcome(GradientCheck):
+    """A :class:`~twingrad.gradcheck.GradientCheck` with what the verify report needs besides."""
 
-    gradient: str
-    shape: tuple
-    vs_autograd: Comparison
-    vs_numeric: Comparison
-    mode: str  #: "full" or "fast"
+    mode: str = "full"  #: "full" or "fast"
     fell_back: bool = False  #: fast projections disagreed, the full comparison ran
     arrays: dict = field(default_factory=dict)  #: got, autograd, numeric (when computed): for the diagnosis
-
-    @property
-    def status(self) -> str:
-        if not (self.vs_autograd.passed and self.vs_numeric.passed):
-            return "fail"
-        return "kink" if self.vs_numeric.ignored else "pass"
 
     @property
     def comparisons(self) -> dict:
