@@ -99,8 +99,24 @@ def test_the_docs_describe_every_field_of_a_check():
     (["--keep-prob"], "--keep-prob is for students' code"),
     (["--only", "affine_backwards"], "unknown function 'affine_backwards'"),
     (["--net", "3072-lots-10"], "cannot read the layer sizes"),
-    (["-k", "0"], "at least 1"),
+    (["-k", "0"], "--cases must be >= 1 and <= 1000, got 0"),
+    (["--timeout", "0"], "--timeout must be > 0 and <= 3600, got 0"),
+    (["--timeout", "nan"], "--timeout must be > 0"),
+    (["-j", "0"], "--jobs must be >= 1 and <= 64, got 0"),
+    (["--budget", "-1"], "--budget must be > 0"),
+    (["--memory-limit", "10"], "--memory-limit must be 0 (no limit) or at least 256 MB"),
+    (["--seed", "-3"], "--seed must be >= 0"),
+    (["--sandbox", "docker"], "invalid choice: 'docker'"),
 ])
 def test_bad_options_exit_2_with_a_message(argv, message):
-    code, _, err = _verify(*argv)
+    try:
+        code, _, err = _verify(*argv)
+    except SystemExit as exit:  # argparse rejects a value out of range: one line naming the option
+        code, err = exit.code, ""
+        out, err_stream = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stderr(err_stream), pytest.raises(SystemExit):
+            main(["verify", *argv])
+        err = err_stream.getvalue()
+        last = err.strip().splitlines()[-1]  # the usage, then one line naming the option
+        assert "Traceback" not in err and last.startswith("twingrad verify: error: argument") and message in last
     assert code == 2 and message in err

@@ -1,29 +1,39 @@
 """``twingrad verify``: hand-derived gradients checked against autograd twins and central differences.
 
-Without ``--impl``, checks twingrad itself: every function of the registry
-and FullyConnectedNet over a sweep of architectures. With ``--impl``, checks
-students' CS231n-style files, each in its own worker process (see
-:mod:`.grading`). The modules of this package:
+Without ``--impl``, checks twingrad itself in this process: every function of
+the registry and FullyConnectedNet over a sweep of architectures. With
+``--impl``, grades students' submissions: each runs in its own untrusted
+runner process (in a sandbox where the system has one) and twingrad, the
+judge, decides every verdict. The modules of this package, by side:
 
-========== ===========================================================
-settings   the options that decide what is checked, and the seeding
-engine     the three-way check of one problem, full or fast (projections)
-functions  per CS231n function: samples, forward and backward checks
-stateful   batch norm's running averages and test mode; dropout's statistics
-network    FullyConnectedNet: the default sweep and ``--net``
-hints      pattern hints for a wrong gradient
-diagnosis  the text a student reads on a failure
-calling    calling checked code: exceptions and odd return values
-loading    importing a student's file (Python 2 detection, no bytecode)
-checking   a whole module, function by function
-grading    worker processes, time and memory limits, ``-j``
-report     tables and the JSON document
-========== ===========================================================
+=============== ===========================================================
+**judge**
+settings        the options that decide what is checked, and the seeding
+submissions     finding submissions, and a private snapshot of each
+judge           one runner per submission, deadlines, restarts, ``-j``
+remote          the judge's end of the channel: calling a submission
+sandbox         bubblewrap, or a process group with orphan reaping
+checking        the functions in order, and which module holds each
+functions       per CS231n function: samples, forward and backward checks
+engine          the three-way check of one problem, full or fast (projections)
+stateful        batch norm's running averages and test mode; dropout's statistics
+network         FullyConnectedNet: the default sweep, ``--net``, a student's class
+hints           pattern hints for a wrong gradient
+diagnosis       the text a student reads on a failure
+calling         calling trusted code in process; exceptions as messages
+loading         importing a module in process; import failures as paragraphs
+report          tables and the JSON document
+**both sides**
+wire            the framed message format (stdlib and numpy only)
+**runner**
+runner          imports one submission, calls it, sends back raw values
+=============== ===========================================================
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 
@@ -32,18 +42,43 @@ from .calling import Caller
 from .checking import add_dependency_notes, check_module, function_names
 from .functions import reference_module
 from .settings import MODES, Settings
+from .submissions import Submission
 
 DEFAULT_TIMEOUT = 60.0
+DEFAULT_BUDGET = 600.0
 DEFAULT_MEMORY_MB = 2048
+MIN_MEMORY_MB = 256
+
+
+def _positive(kind, name: str, low: float, high: float | None = None, inclusive_low: bool = False):
+    """An argparse type: a ``kind`` number in range, else one line naming the option, the value and the range."""
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be {'an integer' if kind is int else 'a number'}, "
+                                             f"got {text!r}") from None
+        below = value < low if inclusive_low else value <= low
+        if below or (high is not None and value > high) or value != value:
+            bound = f">= {low:g}" if inclusive_low else f"> {low:g}"
+            allowed = bound + (f" and <= {high:g}" if high is not None else "")
+            raise argparse.ArgumentTypeError(f"{name} must be {allowed}, got {text}")
+        return value
+
+    return parse
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--impl", nargs="+", metavar="PATH",
-                        help="check these CS231n-style files (a folder: every *.py in it) instead of twingrad itself")
-    parser.add_argument("-k", "--cases", type=int, default=5,
+                        help="grade these submissions instead of checking twingrad itself: a .py file, a folder "
+                             "or .zip holding a layers.py (the course package), or a class folder of those")
+    parser.add_argument("-k", "--cases", type=_positive(int, "--cases", 1, 1000, True), default=5,
                         help="random cases (shapes, inputs) per function (default 5)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of every random draw (default 0)")
-    parser.add_argument("--case", type=int, help="check only this case index (to replay a diagnosis)")
+    parser.add_argument("--seed", type=_positive(int, "--seed", 0, 2**32 - 1, True), default=0,
+                        help="seed of every random draw (default 0)")
+    parser.add_argument("--case", type=_positive(int, "--case", 0, None, True),
+                        help="check only this case index (to replay a diagnosis)")
     parser.add_argument("--only", action="append", metavar="FUNCTION",
                         help="check only this CS231n function (repeat, or separate with commas)")
     parser.add_argument("--mode", choices=MODES, default="auto",
@@ -54,15 +89,36 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--keep-prob", action="store_true",
                         help="dropout's p is the probability of keeping a unit (later course years), not of dropping")
     parser.add_argument("--json", action="store_true", help="print one JSON document instead of tables")
-    parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT,
-                        help="seconds each function (and the import) may take per submission "
+    parser.add_argument("--timeout", type=_positive(float, "--timeout", 0, 3600), default=DEFAULT_TIMEOUT,
+                        help="seconds each function (and the import) of a submission may take "
                              f"(default {DEFAULT_TIMEOUT:g})")
-    parser.add_argument("--memory-limit", type=int, default=DEFAULT_MEMORY_MB, metavar="MB",
-                        help=f"address-space limit of each worker process, 0 for none (default {DEFAULT_MEMORY_MB})")
-    parser.add_argument("-j", "--jobs", type=int, default=1, help="submissions checked in parallel (default 1)")
+    parser.add_argument("--budget", type=_positive(float, "--budget", 0, 86400), default=DEFAULT_BUDGET,
+                        help=f"seconds one submission may take in all (default {DEFAULT_BUDGET:g})")
+    parser.add_argument("--memory-limit", type=_memory_limit, default=DEFAULT_MEMORY_MB, metavar="MB",
+                        help=f"address-space limit of each runner process in MB, 0 for none (default "
+                             f"{DEFAULT_MEMORY_MB}; at least {MIN_MEMORY_MB})")
+    parser.add_argument("-j", "--jobs", type=_positive(int, "--jobs", 1, 64, True), default=1,
+                        help="submissions checked in parallel (default 1)")
+    parser.add_argument("--sandbox", choices=sandbox_modes(), default="auto",
+                        help="run each submission under bubblewrap (bwrap), without (none), or bwrap where it "
+                             "works (auto, the default)")
     parser.add_argument("--net", metavar="ARCH",
                         help="check one FullyConnectedNet, e.g. 3072-100x5-10 or "
                              "3072-100x5-10,batchnorm,dropout=0.25,batch=50")
+
+
+def _memory_limit(text: str) -> int:
+    value = _positive(int, "--memory-limit", 0, 2**20, True)(text)
+    if 0 < value < MIN_MEMORY_MB:
+        raise argparse.ArgumentTypeError(f"--memory-limit must be 0 (no limit) or at least {MIN_MEMORY_MB} MB "
+                                         f"(numpy alone needs about that much address space), got {value}")
+    return value
+
+
+def sandbox_modes() -> tuple:
+    from .sandbox import MODES as modes
+
+    return modes
 
 
 def _only(args) -> list[str]:
@@ -107,54 +163,69 @@ def run(args: argparse.Namespace) -> int:
         except ValueError as exc:
             print(f"twingrad verify: {exc}", file=sys.stderr)
             return 2
-        records = network.check_network(arch, settings)
-        label = f"FullyConnectedNet {arch}"
+        itself = Submission(f"FullyConnectedNet {arch}", None, records=network.check_network(arch, settings))
     else:
-        records = check_module(Caller(reference_module()), settings, network_sweep=True)
-        label = "twingrad"
-    return _finish(args, settings, records, None, label, time.perf_counter() - start)
+        itself = Submission("twingrad", None,
+                            records=check_module(Caller(reference_module()), settings, network_sweep=True))
+    return _finish(args, settings, itself, time.perf_counter() - start)
 
 
 def _run_impl(args, settings, start) -> int:
-    from .grading import find_submissions, grade
+    import tempfile
 
-    paths = find_submissions(args.impl)
-    if not paths:
-        print(f"twingrad verify: no .py files in {' '.join(args.impl)}", file=sys.stderr)
+    from . import sandbox
+    from .judge import Limits, grade
+    from .submissions import SubmissionError, discover
+
+    try:
+        box = sandbox.choose(args.sandbox)
+    except sandbox.SandboxError as exc:
+        print(f"twingrad verify: --sandbox bwrap: {exc}", file=sys.stderr)
         return 2
-    progress = None
-    if len(paths) > 1 and not args.json and sys.stderr.isatty():
-        def progress(submission):
-            print(f"checked {submission.path}", file=sys.stderr)
-    submissions = grade(paths, settings, timeout=args.timeout, memory_limit=args.memory_limit, jobs=args.jobs,
-                        progress=progress)
+    if box.note:
+        print(f"twingrad verify: {box.note}", file=sys.stderr)
+    settings = dataclasses.replace(settings, sandbox=box.name)
+    with tempfile.TemporaryDirectory(prefix="twingrad-snapshots-") as workdir:
+        try:
+            submissions = discover(args.impl, workdir)
+        except SubmissionError as exc:
+            print(f"twingrad verify: {exc}", file=sys.stderr)
+            return 2
+        progress = None
+        if len(submissions) > 1 and not args.json and sys.stderr.isatty():
+            def progress(submission):
+                print(f"checked {submission.name}", file=sys.stderr)
+        limits = Limits(timeout=args.timeout, budget=args.budget, memory_mb=args.memory_limit)
+        grade(submissions, settings, limits, box, jobs=args.jobs, progress=progress)
     for s in submissions:
         add_dependency_notes(s.records)
     if len(submissions) == 1:
-        s = submissions[0]
-        return _finish(args, settings, s.records, s.import_error, s.path, time.perf_counter() - start, path=s.path)
+        return _finish(args, settings, submissions[0], time.perf_counter() - start)
     if args.json:
         doc = report.document(settings, submissions=submissions)
         print(report.dumps(doc))
         return doc["exit_code"]
     print(report.submissions_table(submissions))
-    codes = [report.submission_code(s.records, s.import_error) for s in submissions]
-    print(f"\n{len(submissions)} submissions in {time.perf_counter() - start:.1f} s: "
-          f"{codes.count(0)} pass, {codes.count(1)} fail, {codes.count(2)} could not be imported")
-    return max(codes)
+    statuses = [report.submission_status(s) for s in submissions]
+    counted = ", ".join(f"{statuses.count(k)} {k.replace('_', ' ')}" for k in report.SUBMISSION_STATUSES
+                        if statuses.count(k))
+    print(f"\n{len(submissions)} submissions in {time.perf_counter() - start:.1f} s: {counted}")
+    return max(report.submission_code(s) for s in submissions)
 
 
-def _finish(args, settings, records, import_error, label, seconds, path=None) -> int:
+def _finish(args, settings, submission, seconds) -> int:
     if args.json:
-        doc = report.document(settings, path=path, records=records, import_error=import_error)
+        doc = report.document(settings, submission=submission)
         print(report.dumps(doc))
         return doc["exit_code"]
-    if import_error:
-        print(import_error, file=sys.stderr)
+    if submission.import_error:
+        print(submission.import_error, file=sys.stderr)
         return 2
-    print(report.checks_table(records))
-    details = report.details_text(records)
+    print(report.checks_table(submission.records))
+    details = report.details_text(submission.records)
     if details:
         print("\n" + details)
-    print("\n" + report.summary_line(label, records, seconds))
-    return report.submission_code(records, None)
+    for line in report.notes(submission):
+        print("\n" + line)
+    print("\n" + report.summary_line(submission, seconds))
+    return report.submission_code(submission)

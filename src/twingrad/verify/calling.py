@@ -9,6 +9,7 @@ other functions are still checked.
 from __future__ import annotations
 
 import errno
+import inspect
 import os
 import traceback
 
@@ -34,40 +35,60 @@ class Stub(Exception):
 
 def python2_hint(exc: BaseException) -> str:
     """' (xrange is Python 2: use range)' when ``exc`` comes from a Python 2 name or method, else ''."""
-    name = getattr(exc, "name", None)
-    if isinstance(exc, NameError) and name in PYTHON2_NAMES:
+    return _python2_hint(type(exc).__name__, getattr(exc, "name", None))
+
+
+def _python2_hint(type_name: str, name) -> str:
+    if type_name == "NameError" and name in PYTHON2_NAMES:
         return f" ({name} is Python 2: use {PYTHON2_NAMES[name]})"
-    if isinstance(exc, AttributeError) and name in PYTHON2_METHODS:
+    if type_name == "AttributeError" and name in PYTHON2_METHODS:
         return f" (.{name}() is Python 2: use {PYTHON2_METHODS[name]})"
     return ""
 
 
-def _location(exc: BaseException, path: str | None) -> str:
-    """' at layers.py line 42: dx[x < 0] = 0', the innermost frame in the checked file."""
-    if not path:
-        return ""
-    target = os.path.realpath(path)
-    frames = [f for f in traceback.extract_tb(exc.__traceback__) if os.path.realpath(f.filename) == target]
-    if not frames:
-        return ""
-    frame = frames[-1]
-    code = f": {frame.line.strip()}" if frame.line else ""
-    return f" at {os.path.basename(path)} line {frame.lineno}{code}"
+def exception_info(exc: BaseException, path: str | None) -> dict:
+    """What the runner reports of an exception, from an exception raised in this process."""
+    target = os.path.realpath(path) if path else None
+    frames = [[os.path.basename(path), f.lineno, (f.line or "").strip()]
+              for f in traceback.extract_tb(exc.__traceback__) if target and os.path.realpath(f.filename) == target]
+    info = {"type": type(exc).__name__, "message": str(exc), "frames": frames,
+            "not_implemented": isinstance(exc, NotImplementedError)}
+    if isinstance(getattr(exc, "name", None), str):
+        info["name"] = exc.name
+    if isinstance(getattr(exc, "errno", None), int):
+        info["errno"] = exc.errno
+    return info
+
+
+def describe_error(function: str, info: dict, memory_limit_mb: int | None = None) -> str:
+    """'affine_backward raised ValueError: ... at layers.py line 42: dx = ...', from an exception's report."""
+    type_name = str(info.get("type", "Exception"))[:100]
+    message = str(info.get("message", "")).strip()
+    text = message.splitlines()[0][:300] if message else ""
+    result = f"{function} raised {type_name}{': ' + text if text else ''}"
+    result += _python2_hint(type_name, info.get("name"))
+    frames = info.get("frames")
+    if isinstance(frames, list) and frames and isinstance(frames[-1], list) and len(frames[-1]) == 3:
+        file, line, code = frames[-1]
+        result += f" at {os.path.basename(str(file))} line {line}{': ' + str(code) if code else ''}"
+    if type_name == "MemoryError" and memory_limit_mb:
+        result += f" (the memory limit is {memory_limit_mb} MB)"
+    if info.get("errno") == errno.EFBIG:
+        result += " (the output it printed or the files it wrote grew past the runner's limit)"
+    return result
 
 
 def describe_exception(function: str, exc: BaseException, path: str | None, memory_limit_mb: int | None = None) -> str:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    message = f"{function} raised {type(exc).__name__}{': ' + text if text else ''}"
-    message += python2_hint(exc) + _location(exc, path)
-    if isinstance(exc, MemoryError) and memory_limit_mb:
-        message += f" (the memory limit is {memory_limit_mb} MB)"
-    if isinstance(exc, OSError) and exc.errno == errno.EFBIG:
-        message += " (the output it printed or the files it wrote grew past the worker's limit)"
-    return message
+    return describe_error(function, exception_info(exc, path), memory_limit_mb)
 
 
 class Caller:
-    """Calls functions of one checked module by name and turns failures into :class:`UserError`."""
+    """Calls functions of one checked module by name and turns failures into :class:`UserError`.
+
+    The in-process caller, for code that is trusted (twingrad itself, a
+    user's own test suite); a graded submission is called through
+    :class:`~.remote.RemoteCaller`, which has the same methods.
+    """
 
     def __init__(self, module, path: str | None = None, memory_limit_mb: int | None = None):
         self.module = module
@@ -77,11 +98,39 @@ class Caller:
     def has(self, name: str) -> bool:
         return callable(getattr(self.module, name, None))
 
+    def kind(self, name: str) -> str | None:
+        value = getattr(self.module, name, None)
+        return None if not callable(value) else "class" if isinstance(value, type) else "function"
+
+    def method(self, name: str, obj, attr: str, *args, **kwargs):
+        """``obj.attr(*args, **kwargs)``; ``attr`` may be dotted (``"params.update"``)."""
+        target = obj
+        for part in attr.split("."):
+            target = getattr(target, part)
+        return self.invoke(name, target, *args, **kwargs)
+
+    def get(self, name: str, obj, attr: str, default=None):
+        return getattr(obj, attr, default)
+
+    def signature(self, name: str) -> set:
+        try:
+            return set(inspect.signature(getattr(self.module, name)).parameters)
+        except (TypeError, ValueError):
+            return set()
+
+    def seed_global(self, seed: int) -> None:
+        np.random.seed(seed)
+
+    def reset(self) -> None:
+        pass
+
     def __call__(self, name: str, *args, **kwargs):
         return self.invoke(name, getattr(self.module, name), *args, **kwargs)
 
     def invoke(self, name: str, function, *args, **kwargs):
         """Call ``function`` (``name`` in messages): NotImplementedError is a stub, anything else an error."""
+        if isinstance(function, str):
+            function = getattr(self.module, function)
         try:
             return function(*args, **kwargs)
         except NotImplementedError:

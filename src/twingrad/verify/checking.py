@@ -1,13 +1,11 @@
-"""Checking a whole module, function by function, with a callback per finished function.
+"""Checking a whole module, function by function: the order, and which module holds what.
 
-The callbacks are what a grading worker streams to its parent; the in-process
-runs (``twingrad verify`` on twingrad itself, :mod:`twingrad.testing`) simply
-collect the records.
+In process for trusted code (``twingrad verify`` on twingrad itself,
+:mod:`twingrad.testing`); the judge (:mod:`.judge`) walks the same list for a
+submission, one function at a time, each under its own deadline.
 """
 
 from __future__ import annotations
-
-from typing import Callable
 
 from . import network
 from .calling import Caller
@@ -22,55 +20,34 @@ _PARTS = {
 }
 
 
-def function_names(include_network: bool = True) -> list[str]:
+def function_names() -> list[str]:
     """Every CS231n function name ``--only`` accepts, in checking order."""
-    return [*FUNCTIONS, network.FUNCTION] if include_network else list(FUNCTIONS)
+    return [*FUNCTIONS, network.FUNCTION]
 
 
-def check_module(caller: Caller, settings, *, skip=(), hung=(), on_start: Callable | None = None,
-                 on_record: Callable | None = None, network_sweep: bool = False) -> list[Record]:
+# The module of the course package each function is written in (the "role" of the module).
+ROLE_OF = {**{name: fn.spec.module for name, fn in FUNCTIONS.items()}, network.FUNCTION: "fc_net"}
+
+
+def selected_functions(settings) -> list[str]:
+    """The functions a run checks, in checking order."""
+    return [name for name in function_names() if settings.selects(name)]
+
+
+def check_module(caller: Caller, settings, *, network_sweep: bool = False) -> list[Record]:
     """Check every selected CS231n function that ``caller``'s module defines (absent ones: 'missing').
 
-    Parameters
-    ----------
-    caller : Caller
-        The module under check.
-    settings : Settings
-    skip : iterable of str
-        Functions already reported (by an earlier worker).
-    hung : iterable of str
-        Functions that timed out or crashed earlier: a backward that needs one
-        of them as its forward is reported as an error without running.
-    on_start, on_record : callable, optional
-        ``on_start(function)`` before a function is checked, ``on_record(record)``
-        for each of its records.
-    network_sweep : bool
-        Check twingrad's FullyConnectedNet over the default sweep of architectures
-        rather than the module's own FullyConnectedNet class (if any).
+    ``network_sweep`` checks twingrad's own FullyConnectedNet over the default
+    sweep of architectures rather than the module's FullyConnectedNet class.
     """
     records = []
-    for name, fn in FUNCTIONS.items():
-        if not settings.selects(name) or name in skip:
-            continue
-        if on_start:
-            on_start(name)
-        if fn.role == "backward" and fn.forward in hung:
-            found = [function_record(name, "error", f"not checked: {fn.forward}, which produces its cache, "
-                                     "did not finish", settings)]
+    for name in selected_functions(settings):
+        if name != network.FUNCTION:
+            records += check_function(FUNCTIONS[name], caller, settings)
+        elif network_sweep:
+            records += network.check_sweep(settings)
         else:
-            found = check_function(fn, caller, settings)
-        for record in found:
-            if on_record:
-                on_record(record)
-        records += found
-    if settings.selects(network.FUNCTION) and network.FUNCTION not in skip:
-        if on_start:
-            on_start(network.FUNCTION)
-        found = network.check_sweep(settings) if network_sweep else network.check_student_network(caller, settings)
-        for record in found:
-            if on_record:
-                on_record(record)
-        records += found
+            records += network.check_student_network(caller, settings)
     return records
 
 
@@ -88,7 +65,7 @@ def add_dependency_notes(records: list[Record]) -> None:
                     one = len(culprits) == 1
                     note = (f"{record.function} is usually built from {', '.join(culprits)}, which "
                             f"{'fails' if one else 'fail'} too: fix {'it' if one else 'them'} first")
-                    if record.diagnosis is not None:
+                    if record.diagnosis is not None and "text" in record.diagnosis:  # a failure's diagnosis
                         record.diagnosis.setdefault("hints", []).append(note)
                         record.diagnosis["text"] += f"\n  hint: {note}"
                     else:

@@ -14,7 +14,7 @@ import sys
 import tokenize
 from types import ModuleType
 
-from .calling import PYTHON2_METHODS, PYTHON2_NAMES, python2_hint
+from .calling import PYTHON2_METHODS, PYTHON2_NAMES, _python2_hint, exception_info
 
 # Constructs that are Python 2 only; a SyntaxError plus one of these reads as Python 2 code.
 _PYTHON2_PATTERNS = [
@@ -103,33 +103,46 @@ def load(path: str) -> ModuleType:
     return module
 
 
-def _python2_sentence(path: str) -> str:
-    evidence = python2_evidence(_read(path))
+def _python2_sentence(source: str) -> str:
+    evidence = python2_evidence(source)
     if not evidence:
         return ""
     return (f" The file looks like Python 2 code ({'; '.join(evidence)}); twingrad runs Python 3: write "
             "print(...) as a function, range for xrange, .items() for .iteritems(), 'except E as e:'.")
 
 
+def import_paragraph(path: str, info: dict, source: str = "") -> str:
+    """The paragraph shown when the module at ``path`` cannot be imported, from the exception's report.
+
+    ``info`` is what :func:`.calling.exception_info` (or the runner) reports; ``source``
+    the module's text, searched for Python 2 constructs.
+    """
+    type_name = str(info.get("type", "Exception"))[:100]
+    if type_name in ("SyntaxError", "IndentationError", "TabError"):
+        line = info.get("lineno")
+        where = f" at line {line}" if isinstance(line, int) else ""
+        text = str(info.get("text") or "").strip()
+        code = f": {text}" if text else ""
+        return (f"Cannot import {path}: {type_name}{where}{code} ({info.get('msg') or info.get('message')})."
+                f"{_python2_sentence(source)} Nothing was checked.")
+    frames = info.get("frames") or []
+    where = f" at line {frames[-1][1]}" if frames and isinstance(frames[-1], list) and len(frames[-1]) == 3 else ""
+    message = str(info.get("message", "")).strip()
+    text = message.splitlines()[0][:300] if message else ""
+    result = (f"Cannot import {path}: {type_name}{where}{': ' + text if text else ''}"
+              f"{_python2_hint(type_name, info.get('name'))}.")
+    if type_name == "ModuleNotFoundError" and info.get("name"):
+        result += (f" The module {info['name']!r} is not installed here: install it, or remove the import if the "
+                   "checked functions do not need it.")
+    if type_name in ("NameError", "AttributeError"):
+        result += _python2_sentence(source)
+    return result + " Nothing was checked."
+
+
 def _syntax_message(path: str, exc: SyntaxError) -> str:
-    where = f" at line {exc.lineno}" if exc.lineno else ""
-    code = f": {exc.text.strip()}" if exc.text and exc.text.strip() else ""
-    return (f"Cannot import {path}: {type(exc).__name__}{where}{code} ({exc.msg})."
-            f"{_python2_sentence(path)} Nothing was checked.")
+    info = {"type": type(exc).__name__, "lineno": exc.lineno, "text": exc.text, "msg": exc.msg}
+    return import_paragraph(path, info, _read(path))
 
 
 def _import_message(path: str, exc: BaseException) -> str:
-    frames = []
-    tb = exc.__traceback__
-    while tb is not None:
-        if os.path.realpath(tb.tb_frame.f_code.co_filename) == os.path.realpath(path):
-            frames.append(tb.tb_lineno)
-        tb = tb.tb_next
-    where = f" at line {frames[-1]}" if frames else ""
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    message = f"Cannot import {path}: {type(exc).__name__}{where}{': ' + text if text else ''}{python2_hint(exc)}."
-    if isinstance(exc, ModuleNotFoundError):
-        message += (f" The module {exc.name!r} is not installed here: install it, or remove the import if the "
-                    "checked functions do not need it.")
-    message += _python2_sentence(path) if isinstance(exc, (NameError, AttributeError)) else ""
-    return message + " Nothing was checked."
+    return import_paragraph(path, exception_info(exc, path), _read(path))

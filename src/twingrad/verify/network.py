@@ -9,7 +9,6 @@ CIFAR-sized ``3072-100x5-10``, where the fast (projection) mode pays off.
 
 from __future__ import annotations
 
-import inspect
 import re
 from dataclasses import dataclass
 
@@ -18,7 +17,7 @@ import numpy as np
 from ..fc_net import FullyConnectedNet, twin_forward, twin_loss
 from ..gradcheck import compare, tolerance
 from . import calling
-from .calling import UserError
+from .calling import Caller, UserError
 from .diagnosis import diagnose
 from .engine import HandError, Problem, check_problem, ulp
 from .results import Collector, Outcome, Record, function_record
@@ -82,17 +81,14 @@ class Builder:
     a :class:`~.calling.Caller`, so its exceptions become error records.
     """
 
-    def __init__(self, cls=FullyConnectedNet, caller=None, keep_prob: bool = False):
-        self.cls = cls
-        self.caller = caller
+    def __init__(self, caller=None, keep_prob: bool = False):
+        self.student = caller is not None
+        self.caller = caller or Caller(None)  # twingrad's own net is called in process
         self.keep_prob = keep_prob  # the course year's meaning of the dropout argument
-        try:
-            self.parameters = set(inspect.signature(cls).parameters)
-        except (TypeError, ValueError):
-            self.parameters = set()
+        self.parameters = self.caller.signature("FullyConnectedNet") if self.student else set()
 
     def supports(self, normalization, dropout) -> bool:
-        if self.cls is FullyConnectedNet:
+        if not self.student:
             return True
         if dropout:
             return False  # a student's masks come from their own generator: no twin to compare with
@@ -107,16 +103,17 @@ class Builder:
         seed = int(rng.integers(2**31))
         kwargs = {"input_dim": arch.input_dim, "num_classes": arch.num_classes, "reg": arch.reg,
                   "dtype": dtype, "seed": seed}
-        if self.cls is FullyConnectedNet:
+        if self.student:
+            model, current = self._student_model(arch, kwargs)
+        else:
             model = FullyConnectedNet(list(arch.hidden_dims), dropout=arch.dropout,
                                       normalization=arch.normalization, **kwargs)
-        else:
-            model = self._student_model(arch, kwargs)
+            current = model.params
         # He scaling keeps activations of order 1 at any width, so errors are judged at a
         # meaningful size; random b, gamma, beta so that no gradient is trivially zero.
         params = {}
         for name in _param_names(arch):
-            shape = np.shape(model.params[name])
+            shape = np.shape(current[name])
             if name.startswith("W"):
                 fresh = rng.normal(size=shape) * np.sqrt(2.0 / shape[0])
             elif name.startswith("gamma"):
@@ -124,10 +121,11 @@ class Builder:
             else:
                 fresh = 0.3 * rng.normal(size=shape)
             params[name] = fresh.astype(dtype)
-        model.params.update(params)
+        self.caller.method(FUNCTION, model, "params.update", params)
         X = rng.normal(size=(arch.batch, arch.input_dim)).astype(dtype)
         y = rng.integers(0, arch.num_classes, size=arch.batch)
-        return model, X, y
+        seed = getattr(model, "seed", None) if not self.student and arch.dropout else None
+        return Net(model, self.caller, params, seed), X, y
 
     def _student_model(self, arch, kwargs):
         kwargs = {k: v for k, v in kwargs.items() if k in self.parameters}
@@ -138,14 +136,14 @@ class Builder:
         for name, off in (("dropout", 1.0 if self.keep_prob else 0.0), ("dropout_keep_ratio", 1.0)):
             if name in self.parameters:
                 kwargs[name] = off
-        model = self.caller.invoke("FullyConnectedNet", self.cls, list(arch.hidden_dims), **kwargs)
-        params = getattr(model, "params", None)
+        model = self.caller("FullyConnectedNet", list(arch.hidden_dims), **kwargs)
+        params = self.caller.get(FUNCTION, model, "params")
         expected = _param_names(arch)
         if not isinstance(params, dict) or sorted(params) != sorted(expected):
             found = sorted(params) if isinstance(params, dict) else "no params dict"
             raise UserError(f"FullyConnectedNet({', '.join(f'{k}={v!r}' for k, v in kwargs.items())}).params has "
                             f"keys {found}; expected the CS231n names {expected}")
-        return model
+        return model, params
 
 
 def _param_names(arch: Architecture) -> list[str]:
@@ -158,28 +156,44 @@ def _param_names(arch: Architecture) -> list[str]:
     return names
 
 
-def _twin_settings(arch: Architecture, model) -> dict:
-    seed = getattr(model, "seed", None) if arch.dropout else None
-    return {"normalization": arch.normalization, "dropout": arch.dropout, "seed": seed, "reg": arch.reg, "eps": 1e-5}
+@dataclass
+class Net:
+    """A network under check: the model (in this process or the runner's), how to call it, its parameters."""
+
+    model: object
+    caller: object
+    params: dict  #: name -> array, as set by the builder
+    seed: int | None = None  #: the dropout seed, shared with the twin
+
+    def loss(self, X, y):
+        return self.caller.method(FUNCTION, self.model, "loss", X, y)
+
+    def set_params(self, params: dict) -> None:
+        self.caller.method(FUNCTION, self.model, "params.update", params)
 
 
-def well_conditioned(arch: Architecture, model, X) -> bool:
+def _twin_settings(arch: Architecture, net: Net) -> dict:
+    return {"normalization": arch.normalization, "dropout": arch.dropout, "seed": net.seed, "reg": arch.reg,
+            "eps": 1e-5}
+
+
+def well_conditioned(arch: Architecture, net: Net, X) -> bool:
     """False when a normalized feature has variance near 0: there the normalization's higher
     derivatives blow up and central differences lose their accuracy (a redraw, not a failure)."""
-    settings = {k: v for k, v in _twin_settings(arch, model).items() if k != "reg"}
-    params = {k: np.asarray(model.params[k], np.float64) for k in _param_names(arch)}
+    settings = {k: v for k, v in _twin_settings(arch, net).items() if k != "reg"}
+    params = {k: np.asarray(net.params[k], np.float64) for k in _param_names(arch)}
     _, trace = twin_forward(params, X.astype(np.float64), **settings)
     axis = 0 if arch.normalization == "batchnorm" else 1
     return all(a.shape[axis] < 2 or np.var(a, axis=axis).min() > 1e-3 for a in trace.pre_norm)
 
 
-def net_problem(arch: Architecture, model, X, y, loss_call=None) -> tuple[Problem, float]:
+def net_problem(arch: Architecture, net: Net, X, y) -> tuple[Problem, float]:
     """The hand ``loss(X, y)`` (run once here) beside ``twin_loss``, differentiated in every parameter."""
     names = _param_names(arch)
-    settings = _twin_settings(arch, model)
+    settings = _twin_settings(arch, net)
     forward_settings = {k: v for k, v in settings.items() if k != "reg"}
     X64 = X.astype(np.float64)
-    result = loss_call(X, y) if loss_call else model.loss(X, y)
+    result = net.loss(X, y)
     loss, grads = calling.pair("FullyConnectedNet.loss", result, "(loss, grads)")
     if not isinstance(grads, dict):
         raise UserError(f"FullyConnectedNet.loss returned grads as {calling.describe_value(grads)}; expected a dict "
@@ -199,16 +213,15 @@ def net_problem(arch: Architecture, model, X, y, loss_call=None) -> tuple[Proble
         return {k: (None if g is None else np.asarray(g) * dout) for k, g in grads.items()}
 
     def perturbed(dout):
-        saved = dict(model.params)
         rng = np.random.default_rng(0)
-        model.params.update({n: ulp(np.asarray(saved[n]), rng) for n in names})
+        net.set_params({n: ulp(np.asarray(net.params[n]), rng) for n in names})
         try:
-            _, moved = (loss_call or model.loss)(X, y)
+            _, moved = net.loss(X, y)
         finally:
-            model.params.update(saved)
+            net.set_params(net.params)
         return {k: np.asarray(g) * dout for k, g in moved.items()}
 
-    problem = Problem({n: model.params[n] for n in names}, twin, hand, {n: n for n in names}, traced=traced,
+    problem = Problem(dict(net.params), twin, hand, {n: n for n in names}, traced=traced,
                       perturbed=perturbed)
     return problem, loss
 
@@ -254,16 +267,13 @@ def _network_case(key, arch_or_draw, case, builder, settings, collector, exact) 
         rng = settings.rng(f"{FUNCTION}/{key}", case, attempt)
         arch = arch_or_draw(rng) if callable(arch_or_draw) else arch_or_draw
         try:
-            model, X, y = builder(arch, rng, settings.np_dtype)
+            net, X, y = builder(arch, rng, settings.np_dtype)
         except UserError as err:
             raise UserError(f"{err.message} (architecture {arch})") from None
-        if arch.normalization and not well_conditioned(arch, model, X) and attempt < settings.redraws:
+        if arch.normalization and not well_conditioned(arch, net, X) and attempt < settings.redraws:
             continue
-        loss_call = None
-        if builder.caller:
-            loss_call = lambda X, y: builder.caller.invoke(FUNCTION, model.loss, X, y)  # noqa: E731
         try:
-            problem, loss = net_problem(arch, model, X, y, loss_call)
+            problem, loss = net_problem(arch, net, X, y)
         except UserError as err:
             raise UserError(f"{err.message} (architecture {arch})") from None
         twin_out, outcomes = check_problem(problem, rng, settings.np_dtype, settings.mode, dout=1.0,
@@ -281,7 +291,7 @@ def _network_case(key, arch_or_draw, case, builder, settings, collector, exact) 
         family = o.gradient.rstrip("0123456789")
         details = {**o.arrays, "name": o.gradient, "note": note, "context": {"N": arch.batch}}
         if o.status == "fail" and family == "W" and arch.reg:
-            details["extra_hints"] = _regularization_hints(o, np.asarray(model.params[o.gradient], np.float64),
+            details["extra_hints"] = _regularization_hints(o, np.asarray(net.params[o.gradient], np.float64),
                                                            arch.reg, settings)
         collector.add(family, "gradient", Outcome(o.status, o.comparisons, case, shapes, o.mode, attempt, details))
 
@@ -325,10 +335,9 @@ def check_sweep(settings, builder: Builder | None = None) -> list[Record]:
 
 def check_student_network(caller, settings) -> list[Record]:
     """A module's own FullyConnectedNet class, if it defines one, over the sweep it supports."""
-    cls = getattr(caller.module, "FullyConnectedNet", None)
-    if not isinstance(cls, type):
+    if caller.kind("FullyConnectedNet") != "class":
         return [function_record(FUNCTION, "missing", "not defined (no FullyConnectedNet class)", settings)]
-    return check_sweep(settings, Builder(cls, caller, settings.keep_prob))
+    return check_sweep(settings, Builder(caller, settings.keep_prob))
 
 
 def check_network(arch: Architecture, settings) -> list[Record]:

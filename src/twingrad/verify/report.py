@@ -26,9 +26,29 @@ def counts(statuses) -> dict[str, int]:
     return {status: found.get(status, 0) for status in STATUSES}
 
 
-def submission_code(records: list[Record], import_error: str | None) -> int:
-    """2 when the module could not be imported, else 1 when anything failed or raised, else 0."""
-    return 2 if import_error else exit_code(r.status for r in records)
+SUBMISSION_STATUSES = ("pass", "incomplete", "fail", "import_error", "internal_error")
+_EXIT_CODES = {"pass": 0, "incomplete": 1, "fail": 1, "internal_error": 1, "import_error": 2}
+_VERDICTS = {"pass": "OK", "incomplete": "INCOMPLETE", "fail": "FAILED", "import_error": "IMPORT ERROR",
+             "internal_error": "INTERNAL ERROR"}
+
+
+def submission_status(submission) -> str:
+    """pass, incomplete (nothing failed, something missing or nothing checked), fail, import_error, internal_error."""
+    if submission.internal_error:
+        return "internal_error"
+    if submission.import_error:
+        return "import_error"
+    statuses = [r.status for r in submission.records]
+    if exit_code(statuses):
+        return "fail"
+    if "missing" in statuses or not any(s in ("pass", "kink") for s in statuses):
+        return "incomplete"
+    return "pass"
+
+
+def submission_code(submission) -> int:
+    """0 pass; 1 anything failed, raised or is missing; 2 the submission cannot be imported."""
+    return _EXIT_CODES[submission_status(submission)]
 
 
 # -- text ---------------------------------------------------------------------------------
@@ -86,29 +106,44 @@ def _indent(text: str) -> str:
     return "\n".join("  " + line for line in text.splitlines())
 
 
-def summary_line(label: str, records: list[Record], seconds: float | None = None) -> str:
-    found = counts(function_statuses(records).values())
+def summary_line(submission, seconds: float | None = None) -> str:
+    found = counts(function_statuses(submission.records).values())
+    total = sum(found.values())
     shown = ", ".join(f"{n} {status}" for status, n in found.items() if n)
     took = f" in {seconds:.1f} s" if seconds is not None else ""
-    verdict = "FAILED" if exit_code(r.status for r in records) else "OK"
-    return f"{label}: {sum(found.values())} functions{took}: {shown or 'nothing checked'}: {verdict}"
+    return (f"{submission.name}: {total} function{'s' if total != 1 else ''}{took}: {shown or 'nothing checked'}: "
+            f"{_VERDICTS[submission_status(submission)]}")
+
+
+def notes(submission) -> list[str]:
+    """Lines a teacher must see besides the table: reuse of twingrad, a twingrad bug."""
+    lines = []
+    if submission.uses_twingrad:
+        lines.append("note: this submission imports twingrad (its reference implementation may stand in for the "
+                     "student's own code)")
+    if submission.internal_error:
+        last = submission.internal_error.strip().splitlines()[-1]
+        lines.append(f"internal error: twingrad itself failed while judging this submission ({last}); the "
+                     "traceback is in the JSON report: please report it")
+    return lines
 
 
 def submissions_table(submissions) -> str:
-    """One row per submission: counts of functions per status, and what fails."""
+    """One row per submission: counts of functions per status, its status, and what fails."""
     rows = []
     for s in submissions:
-        if s.import_error:
-            rows.append([s.path, "-", "-", "-", "-", "-", "import", _first_sentence(s.import_error)])
+        status = submission_status(s)
+        if status in ("import_error", "internal_error"):
+            text = s.import_error or s.internal_error.strip().splitlines()[-1]
+            rows.append([s.name, "-", "-", "-", "-", "-", status.replace("_", " "), _first_sentence(text)])
             continue
-        statuses = function_statuses(s.records)
-        found = counts(statuses.values())
+        found = counts(function_statuses(s.records).values())
         failing = [f"{r.function} ({r.gradient})" if r.gradient else r.function
                    for r in s.records if r.status in ("fail", "error")]
-        result = "fail" if submission_code(s.records, None) else "pass"
-        rows.append([s.path, *(str(found[k]) for k in ("pass", "fail", "error", "missing", "kink")), result,
+        flag = " [imports twingrad]" if s.uses_twingrad else ""
+        rows.append([s.name, *(str(found[k]) for k in ("pass", "fail", "error", "missing", "kink")), status + flag,
                      _shorten(", ".join(failing))])
-    return _table(["submission", "pass", "fail", "error", "missing", "kink", "result", "failing"], rows)
+    return _table(["submission", "pass", "fail", "error", "missing", "kink", "status", "failing"], rows)
 
 
 def _first_sentence(text: str) -> str:
@@ -123,26 +158,30 @@ def _shorten(text: str, width: int = 70) -> str:
 # -- JSON -----------------------------------------------------------------------------------
 
 
-def _submission_json(path, records: list[Record], import_error) -> dict:
-    statuses = function_statuses(records)
-    code = submission_code(records, import_error)
+def _submission_json(submission) -> dict:
+    statuses = function_statuses(submission.records)
     return {
-        "path": path,
-        "import_error": import_error,
-        "status": "import_error" if import_error else ("fail" if code else "pass"),
-        "exit_code": code,
-        "summary": {"functions": counts(statuses.values()), "checks": counts(r.status for r in records)},
+        "path": submission.path,
+        "name": submission.name,
+        "import_error": submission.import_error,
+        "internal_error": submission.internal_error,
+        "uses_twingrad": submission.uses_twingrad,
+        "status": submission_status(submission),
+        "exit_code": submission_code(submission),
+        "summary": {"functions": counts(statuses.values()),
+                    "checks": counts(r.status for r in submission.records)},
         "functions": statuses,
-        "checks": [r.to_json() for r in records],
+        "timings": dict(submission.timings),
+        "checks": [r.to_json() for r in submission.records],
     }
 
 
-def document(settings, *, path=None, records=None, import_error=None, submissions=None) -> dict:
+def document(settings, *, submission=None, submissions=None) -> dict:
     """The JSON report: one submission (or twingrad itself) with ``checks``, or several with ``submissions``."""
     head = {"schema": SCHEMA, "twingrad_version": __version__, "settings": settings.public()}
     if submissions is None:
-        return {**head, **_submission_json(path, records or [], import_error)}
-    items = [_submission_json(s.path, s.records, s.import_error) for s in submissions]
+        return {**head, **_submission_json(submission)}
+    items = [_submission_json(s) for s in submissions]
     return {**head, "exit_code": max((item["exit_code"] for item in items), default=0), "submissions": items}
 
 

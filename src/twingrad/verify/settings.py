@@ -49,6 +49,8 @@ class Settings:
         How often a case whose finite differences straddle a kink is drawn anew.
     impl : str or None
         The checked file, as the reproduce command should name it.
+    sandbox : str or None
+        The sandbox submissions ran in (``--impl``): "bwrap" or "none".
     """
 
     seed: int = 0
@@ -62,6 +64,7 @@ class Settings:
     directions: int = 3
     redraws: int = 3
     impl: str | None = None
+    sandbox: str | None = None  #: "bwrap" or "none" when grading submissions
 
     def __post_init__(self):
         if self.mode not in MODES:
@@ -115,4 +118,5 @@ class Settings:
         """The settings as the JSON report states them."""
         return {"seed": self.seed, "cases": self.cases, "case": self.case, "mode": self.mode,
                 "dtype": self.dtype, "keep_prob": self.keep_prob, "only": list(self.only),
-                "fast_threshold": self.fast_threshold, "directions": self.directions, "redraws": self.redraws}
+                "fast_threshold": self.fast_threshold, "directions": self.directions, "redraws": self.redraws,
+                "sandbox": self.sandbox}
