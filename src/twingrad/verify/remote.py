@@ -141,14 +141,14 @@ class RemoteCaller:
         header, _ = self._send({"op": "import", "modules": modules, "paths": paths})
         answers = header.get("modules")
         if not isinstance(answers, dict) or set(answers) != set(modules):
-            raise self._lose("the submission's process sent malformed data (no answer for its modules)")
+            raise self._lose("sent malformed data (no answer for its modules)")
         for role, answer in answers.items():
             names = answer.get("names") if isinstance(answer, dict) else None
             if isinstance(answer, dict) and answer.get("ok") is True and isinstance(names, dict) and all(
                     isinstance(k, str) and v in ("function", "class") for k, v in names.items()):
                 self.names[role] = names
             elif not (isinstance(answer, dict) and answer.get("ok") is False and isinstance(answer.get("error"), dict)):
-                raise self._lose("the submission's process sent malformed data (a malformed import answer)")
+                raise self._lose("sent malformed data (a malformed import answer)")
         return answers
 
     # -- the Caller interface --------------------------------------------------------------
@@ -215,7 +215,7 @@ class RemoteCaller:
         if not header.get("ok"):
             error = header.get("error")
             if not isinstance(error, dict):
-                raise self._lose("the submission's process sent malformed data (an answer without a result)")
+                raise self._lose("sent malformed data (an answer without a result)")
             if error.get("not_implemented"):
                 raise Stub(f"{name} raises NotImplementedError: not implemented yet")
             raise UserError(describe_error(name, error, self.memory_limit_mb))
@@ -224,7 +224,7 @@ class RemoteCaller:
             if answer_args is not None:
                 answer_args += [self._decode(a, out, ("a" + key, i)) for i, a in enumerate(header.get("args") or [])]
         except wire.Malformed as exc:
-            raise self._lose(f"the submission's process sent malformed data ({exc})") from None
+            raise self._lose(f"sent malformed data ({exc})") from None
         return value
 
     def _decode(self, value, arrays, path: tuple):
@@ -242,9 +242,9 @@ class RemoteCaller:
         except EOFError:
             raise self._lose("died") from None
         except wire.Malformed as exc:
-            raise self._lose(f"the submission's process sent malformed data ({exc})") from None
+            raise self._lose(f"sent malformed data ({exc})") from None
         if answer.get("id") != header["id"]:
-            raise self._lose("the submission's process sent malformed data (an answer to another request)")
+            raise self._lose("sent malformed data (an answer to another request)")
         self.uses_twingrad = self.uses_twingrad or answer.get("twingrad") is True
         return answer, out
 

@@ -8,7 +8,7 @@ import json
 from collections import Counter
 
 from .. import __version__
-from .results import STATUSES, Record, exit_code, worst_status
+from .results import STATUSES, SUBMISSION_STATUSES, Record, exit_code, worst_status
 
 SCHEMA = "twingrad-verify/1"
 
@@ -26,7 +26,6 @@ def counts(statuses) -> dict[str, int]:
     return {status: found.get(status, 0) for status in STATUSES}
 
 
-SUBMISSION_STATUSES = ("pass", "incomplete", "fail", "import_error", "internal_error")
 _EXIT_CODES = {"pass": 0, "incomplete": 1, "fail": 1, "internal_error": 1, "import_error": 2}
 _VERDICTS = {"pass": "OK", "incomplete": "INCOMPLETE", "fail": "FAILED", "import_error": "IMPORT ERROR",
              "internal_error": "INTERNAL ERROR"}

@@ -16,6 +16,7 @@ import numpy as np
 from ..gradcheck import Comparison
 
 STATUSES = ("pass", "fail", "missing", "error", "kink")
+SUBMISSION_STATUSES = ("pass", "incomplete", "fail", "import_error", "internal_error")
 # A function's status is the most severe of its records'.
 _SEVERITY = {"error": 4, "fail": 3, "missing": 2, "kink": 1, "pass": 0}
 KINDS = ("forward", "gradient", "state", "statistics", "function")

@@ -5,7 +5,7 @@ Print it with ``python -m twingrad.verify.schema``.
 
 from __future__ import annotations
 
-from .results import KINDS, STATUSES
+from .results import KINDS, STATUSES, SUBMISSION_STATUSES
 
 _NUMBER_OR_NULL = {"type": ["number", "null"]}
 _COUNTS = {"type": "object", "required": list(STATUSES),
@@ -65,12 +65,19 @@ CHECK = {
 
 SUBMISSION = {
     "type": "object",
-    "required": ["path", "import_error", "status", "exit_code", "summary", "functions", "checks"],
+    "required": ["path", "name", "import_error", "internal_error", "uses_twingrad", "status", "exit_code", "summary",
+                 "functions", "timings", "checks"],
     "properties": {
-        "path": {"type": ["string", "null"], "description": "null when twingrad checks itself"},
+        "path": {"type": ["string", "null"], "description": "as given; null when twingrad checks itself"},
+        "name": {"type": "string", "description": "as shown: the path, or the entry of a class folder"},
         "import_error": {"type": ["string", "null"]},
-        "status": {"enum": ["pass", "fail", "import_error"]},
+        "internal_error": {"type": ["string", "null"],
+                           "description": "the traceback of a twingrad bug met while judging this submission"},
+        "uses_twingrad": {"type": "boolean", "description": "the submission imported twingrad"},
+        "status": {"enum": list(SUBMISSION_STATUSES)},
         "exit_code": {"enum": [0, 1, 2]},
+        "timings": {"type": "object", "additionalProperties": {"type": "number", "minimum": 0},
+                    "description": "seconds spent on each function"},
         "summary": {"type": "object", "required": ["functions", "checks"],
                     "properties": {"functions": _COUNTS, "checks": _COUNTS}},
         "functions": {"type": "object", "additionalProperties": {"enum": list(STATUSES)}},

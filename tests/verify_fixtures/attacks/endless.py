@@ -1,0 +1,21 @@
+"""Attack: an endless loop in the backward pass."""
+import numpy as np
+
+
+def affine_forward(x, w, b):
+    out = x.reshape(x.shape[0], -1) @ w + b
+    return out, (x, w, b)
+
+
+def affine_backward(dout, cache):
+    x, w, b = cache
+    dx = (dout @ w.T).reshape(x.shape)
+    dw = x.reshape(x.shape[0], -1).T @ dout
+    db = dout.mean(axis=0)  # wrong on purpose: the sum over the batch
+    return dx, dw, db
+
+
+
+def affine_backward(dout, cache):
+    while True:
+        pass
