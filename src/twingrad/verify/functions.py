@@ -21,8 +21,9 @@ from ..gradcheck import compare, numeric_vjp, random_upstream, tolerance
 from ..twins import REGISTRY, LayerSpec
 from . import calling, stateful
 from .calling import Caller, Stub, UserError
+from .remote import Planned
 from .diagnosis import diagnose
-from .engine import HandError, Problem, check_problem, ulp
+from .engine import HandError, Problem, check_problem, fingerprint, ulp
 from .results import Collector, Outcome, Record, function_record
 
 SCALES = (0.1, 1.0, 10.0)
@@ -74,6 +75,7 @@ def check_function(fn: Function, caller: Caller, settings) -> list[Record]:
     collector = Collector(fn.name, settings, first_input=fn.spec.args[0])
     case, shapes = None, None
     try:
+        caller.prefetch(plan(fn, settings))
         for case in settings.case_indices():
             shapes = None
             if fn.role == "forward":
@@ -93,6 +95,33 @@ class _CaseError(Exception):
     def __init__(self, message: str, shapes: dict):
         super().__init__(message)
         self.message, self.shapes = message, shapes
+
+
+def plan(fn: Function, settings) -> list:
+    """The calls the first attempt at every case makes, in order: ``(name, args)`` for a prefetch.
+
+    It draws what :func:`_forward_case` and :func:`_gradient_case` draw, from
+    the same generators; a backward's cache is ``Planned(k, (1,))``, the
+    second value its forward (call ``k``) returns. Dropout's forward checks
+    its statistics with calls of their own, and is not planned.
+    """
+    spec, calls = fn.spec, []
+    if fn.role == "forward" and spec.name == "dropout":
+        return []
+    for case in settings.case_indices():
+        if fn.role == "forward":
+            inputs = sample(spec, settings.rng(fn.name, case), settings)
+            calls.append((fn.name, call_args(spec, inputs, settings)))
+            continue
+        rng = settings.rng(fn.name, case, 0)
+        inputs = sample(spec, rng, settings)
+        calls.append((fn.forward, call_args(spec, inputs, settings)))
+        if fn.role == "backward":
+            inputs64 = upcast(spec, inputs)
+            out = np.asarray(spec.twin_function(inputs64)(*(inputs64[a] for a in spec.wrt)))
+            dout = np.asarray(random_upstream(rng, out), dtype=settings.np_dtype)
+            calls.append((fn.name, [dout, Planned(len(calls) - 1, (1,))]))
+    return calls
 
 
 def sample(spec: LayerSpec, rng: np.random.Generator, settings) -> dict:
@@ -219,8 +248,15 @@ def _problem(fn, caller, inputs, settings) -> tuple[Problem, object, object]:
         moved = {**inputs, **{a: ulp(inputs[a], rng) for a in spec.wrt}}
         return _problem(fn, caller, moved, settings)[0].hand(dout)
 
-    problem = Problem(arrays, twin, hand, dict(zip(spec.wrt, spec.gradient_names)), kinks, perturbed=perturbed)
+    # Dropout's twin is built from the module's own mask: never shared with another submission.
+    key = None if spec.name == "dropout" else fingerprint(spec.name, *_static_values(spec.static(inputs64)))
+    problem = Problem(arrays, twin, hand, dict(zip(spec.wrt, spec.gradient_names)), kinks, perturbed=perturbed,
+                      key=key)
     return problem, value, own_forward
+
+
+def _static_values(static: dict) -> list:
+    return [value for item in sorted(static.items()) for value in item]
 
 
 def _dropout_twin(fn, out, inputs):

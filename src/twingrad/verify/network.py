@@ -19,7 +19,7 @@ from ..gradcheck import compare, tolerance
 from . import calling
 from .calling import Caller, UserError
 from .diagnosis import diagnose
-from .engine import HandError, Problem, check_problem, ulp
+from .engine import HandError, Problem, check_problem, fingerprint, ulp
 from .results import Collector, Outcome, Record, function_record
 
 FUNCTION = "FullyConnectedNet.loss"
@@ -221,8 +221,9 @@ def net_problem(arch: Architecture, net: Net, X, y) -> tuple[Problem, float]:
             net.set_params(net.params)
         return {k: np.asarray(g) * dout for k, g in moved.items()}
 
+    key = fingerprint(FUNCTION, str(arch), sorted(settings.items()), X64, np.asarray(y))
     problem = Problem(dict(net.params), twin, hand, {n: n for n in names}, traced=traced,
-                      perturbed=perturbed)
+                      perturbed=perturbed, key=key)
     return problem, loss
 
 

@@ -13,7 +13,9 @@ Whatever it sends, the judge believes nothing beyond the values.
 
 Requests (``op``): ``import`` the submission's modules; ``call`` a function
 or a method of an earlier result; ``get`` an attribute; ``signature`` of a
-callable; ``seed`` numpy's global generator; ``reset`` the table of results.
+callable; ``batch`` several calls in one message (the judge's plan of a
+function's cases, to spare round trips). A request may also ask first to
+``reset`` the table of results, or to ``seed`` numpy's global generator.
 """
 
 import importlib
@@ -58,16 +60,23 @@ class Runner:
 
     def handle(self, request: dict, arrays: list):
         op = request.get("op")
-        if op == "import":
-            return {"ok": True, "modules": self.import_modules(request["modules"], request.get("paths", []))}, []
-        if op == "reset":
+        if request.get("reset"):
             self.results.clear()
-            return {"ok": True}, []
-        if op == "seed":
+        if "seed" in request:
             import numpy as np
 
             np.random.seed(int(request["seed"]))
-            return {"ok": True}, []
+        if op == "batch":  # several calls in one message; later ones may refer to earlier results
+            answers, out = [], []
+            for part in request["requests"]:
+                answer, part_arrays = self.handle(part, arrays)
+                answer["value"] = _shift(answer.get("value"), len(out))
+                answer["args"] = [_shift(a, len(out)) for a in answer.get("args") or []]
+                out += part_arrays
+                answers.append(answer)
+            return {"ok": True, "answers": answers}, out
+        if op == "import":
+            return {"ok": True, "modules": self.import_modules(request["modules"], request.get("paths", []))}, []
         key = str(request["id"])
         try:
             target = self.resolve(request["target"])
@@ -163,6 +172,17 @@ class Runner:
             path = os.path.realpath(exc.filename)
             info["file"] = os.path.relpath(path, self.root) if path.startswith(self.root + os.sep) else ""
         return info
+
+
+def _shift(value, offset: int):
+    """``value`` with its array indices moved by ``offset``: the parts of a batch share one list of arrays."""
+    if isinstance(value, dict):
+        if "$a" in value:
+            return {**value, "$a": value["$a"] + offset}
+        return {k: _shift(v, offset) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_shift(v, offset) for v in value]
+    return value
 
 
 def _read_exactly(fd: int, size: int) -> bytes:

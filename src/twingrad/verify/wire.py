@@ -5,10 +5,11 @@ runner loads this file by path and never imports the ``twingrad`` package.
 
 A message on the wire::
 
-    b"TGW1" | body length (8 bytes, big-endian) | header length (4 bytes) | header JSON | npy blobs
+    b"TGW1" | body length (8 bytes, big-endian) | header length (4 bytes) | header JSON | array bytes
 
-The header's ``"blobs"`` lists the byte length of each ``.npy`` payload. A
-value inside the header is JSON, with tagged objects for what JSON lacks:
+The header's ``"blobs"`` describes each array that follows as ``[dtype, shape,
+nbytes]`` (numeric dtypes only, as ``numpy.dtype.str`` spells them). A value
+inside the header is JSON, with tagged objects for what JSON lacks:
 
 ================== ==============================================================
 ``{"$a": k}``      the k-th array (``"s": true``: a numpy scalar, such as ``np.float64``)
@@ -19,16 +20,17 @@ value inside the header is JSON, with tagged objects for what JSON lacks:
 ================== ==============================================================
 
 Reading never trusts the sender: lengths are capped before anything is
-allocated, arrays are read with ``allow_pickle=False`` and only numeric
-dtypes are admitted, nesting and element counts are bounded. Whatever
+allocated, an array is rebuilt from raw bytes only after its dtype (numbers
+only: no objects, so nothing to unpickle) and its shape are checked against
+its length, nesting and element counts are bounded. Whatever
 breaks a rule raises :class:`Malformed`.
 """
 
 from __future__ import annotations
 
-import io
 import json
 import math
+import re
 import struct
 
 import numpy as np
@@ -42,6 +44,7 @@ MAX_TEXT = 20_000  #: characters of a string value (exception messages are cut, 
 _PREFIX = struct.Struct(">4sQ")
 _HEADER_LENGTH = struct.Struct(">I")
 _NUMERIC_KINDS = "biufc"
+_DTYPE = re.compile(r"[<>|=]?[biufc](1|2|4|8|16)")
 
 
 class Malformed(Exception):
@@ -93,13 +96,9 @@ class Encoder:
 
 def pack(header: dict, arrays: list[np.ndarray]) -> bytes:
     """One framed message."""
-    blobs = []
-    for array in arrays:
-        buffer = io.BytesIO()
-        np.lib.format.write_array(buffer, array, allow_pickle=False)
-        blobs.append(buffer.getvalue())
-    head = json.dumps({**header, "blobs": [len(b) for b in blobs]}, allow_nan=False).encode()
-    body = _HEADER_LENGTH.pack(len(head)) + head + b"".join(blobs)
+    described = [[a.dtype.str, list(a.shape), a.nbytes] for a in arrays]
+    head = json.dumps({**header, "blobs": described}, allow_nan=False).encode()
+    body = b"".join([_HEADER_LENGTH.pack(len(head)), head, *(a.tobytes() for a in arrays)])
     return _PREFIX.pack(MAGIC, len(body)) + body
 
 
@@ -133,24 +132,27 @@ def unpack(body: bytes) -> tuple[dict, list[np.ndarray]]:
     if not isinstance(header, dict) or not isinstance(header.get("blobs"), list):
         raise Malformed("the header is not an object with a 'blobs' list")
     offset, arrays = _HEADER_LENGTH.size + length, []
-    for size in header["blobs"]:
-        if not isinstance(size, int) or size < 0 or offset + size > len(body):
-            raise Malformed("an array payload does not fit in the message")
-        arrays.append(_read_array(body[offset:offset + size]))
+    for blob in header["blobs"]:
+        array, size = _read_array(blob, body, offset)
+        arrays.append(array)
         offset += size
     if offset != len(body):
         raise Malformed("bytes left over after the last array")
     return header, arrays
 
 
-def _read_array(blob: bytes) -> np.ndarray:
-    try:
-        array = np.lib.format.read_array(io.BytesIO(blob), allow_pickle=False)
-    except Exception as exc:  # noqa: BLE001  (any failure to parse is the sender's)
-        raise Malformed(f"an array payload is not a valid .npy ({type(exc).__name__})") from None
-    if array.dtype.kind not in _NUMERIC_KINDS or array.dtype.hasobject:
-        raise Malformed(f"an array of dtype {array.dtype} (only numbers travel)")
-    return array
+def _read_array(blob, body: bytes, offset: int) -> tuple[np.ndarray, int]:
+    """The array a blob description ``[dtype, shape, nbytes]`` announces at ``offset``, and its size."""
+    if not (isinstance(blob, list) and len(blob) == 3 and isinstance(blob[0], str) and isinstance(blob[1], list)
+            and isinstance(blob[2], int)):
+        raise Malformed("an array description is not [dtype, shape, nbytes]")
+    text, shape, size = blob
+    if not _DTYPE.fullmatch(text) or not all(isinstance(n, int) and not isinstance(n, bool) and 0 <= n for n in shape):
+        raise Malformed(f"an array of dtype {text[:20]!r} or shape {str(shape)[:40]} (only numbers travel)")
+    dtype = np.dtype(text)
+    if len(shape) > 32 or math.prod(shape) * dtype.itemsize != size or offset + size > len(body):
+        raise Malformed("an array's size does not match its shape, or does not fit in the message")
+    return np.frombuffer(body, dtype, math.prod(shape), offset).reshape(shape).copy(), size
 
 
 def decode(value, arrays: list[np.ndarray], make_object=None, make_container=None, path: tuple = ()):
