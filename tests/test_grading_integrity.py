@@ -183,3 +183,26 @@ def test_the_report_is_complete_and_valid(graded):
     assert doc["settings"]["sandbox"] == graded["mode"]
     assert len(doc["submissions"]) == len(graded["attacks"]) + 3
     assert "FORGED" not in graded["out"] and "forged" not in graded["out"]
+
+
+def test_a_twingrad_bug_on_one_submission_is_its_internal_error_and_the_others_are_graded(tmp_path, monkeypatch):
+    from twingrad.verify import judge
+
+    for name in ("first", "victim", "last"):
+        shutil.copy(FIXTURES / "good_layers.py", tmp_path / f"{name}.py")
+    real = judge.check_function
+
+    def planted(fn, caller, settings):
+        if settings.impl.endswith("victim.py") and fn.name == "relu_forward":
+            raise RuntimeError("a planted bug in the judge")
+        return real(fn, caller, settings)
+
+    monkeypatch.setattr(judge, "check_function", planted)
+    code, out, _ = _verify("--impl", str(tmp_path), "--json", "-k", "1", "--only", ONLY, "--sandbox", "none")
+    by_name = {s["name"]: s for s in json.loads(out)["submissions"]}
+    victim = by_name["victim.py"]
+    assert victim["status"] == "internal_error" and victim["exit_code"] == 1
+    assert "RuntimeError: a planted bug in the judge" in victim["internal_error"]
+    assert "Traceback" in victim["internal_error"]
+    assert by_name["first.py"]["status"] == by_name["last.py"]["status"] == "pass"
+    assert code == 1

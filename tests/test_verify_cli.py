@@ -96,7 +96,8 @@ def test_the_docs_describe_every_field_of_a_check():
 
 @pytest.mark.parametrize("argv, message", [
     (["--impl", "x.py", "--net", "10-5-2"], "cannot be combined"),
-    (["--keep-prob"], "--keep-prob is for students' code"),
+    (["--keep-prob"], "--dropout-convention and --keep-prob are for students' code"),
+    (["--impl", "x.py", "--keep-prob", "--dropout-convention", "drop"], "--keep-prob means --dropout-convention keep"),
     (["--only", "affine_backwards"], "unknown function 'affine_backwards'"),
     (["--net", "3072-lots-10"], "cannot read the layer sizes"),
     (["-k", "0"], "--cases must be >= 1 and <= 1000, got 0"),

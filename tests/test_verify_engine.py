@@ -240,7 +240,9 @@ def test_dropout_statistics_and_the_keep_probability_convention():
 
     records = {r.gradient: r for r in _check("dropout_forward", _module(dropout_forward=keeps_with_p))}
     assert records["keep_fraction"].status == "fail"
-    assert "--keep-prob" in records["keep_fraction"].diagnosis["hints"][0]
+    hint = records["keep_fraction"].diagnosis["hints"][0]
+    assert "given p = 0.25, your code kept 0.2" in hint and "treats p as the keep probability" in hint
+    assert "--dropout-convention keep" in hint
     records = {r.gradient: r for r in _check("dropout_forward", _module(dropout_forward=keeps_with_p),
                                              keep_prob=True)}
     assert {r.status for r in records.values()} == {"pass"}

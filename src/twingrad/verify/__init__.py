@@ -86,8 +86,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "only for inputs over 2000 elements (auto, the default)")
     parser.add_argument("--dtype", choices=("float64", "float32"), default="float64",
                         help="dtype given to the checked code (default float64; float32 checks are coarse)")
-    parser.add_argument("--keep-prob", action="store_true",
-                        help="dropout's p is the probability of keeping a unit (later course years), not of dropping")
+    parser.add_argument("--dropout-convention", choices=("auto", "drop", "keep"), default=None,
+                        help="what dropout's p means in the submissions: the probability of dropping a unit "
+                             "(2016-17 starters, twingrad, PyTorch), of keeping it (2018 on), or decided per "
+                             "submission from its own dropout_forward (auto, the default with --impl)")
+    parser.add_argument("--keep-prob", action="store_true", help="the same as --dropout-convention keep")
     parser.add_argument("--json", action="store_true", help="print one JSON document instead of tables")
     parser.add_argument("--timeout", type=_positive(float, "--timeout", 0, 3600), default=DEFAULT_TIMEOUT,
                         help="seconds each function (and the import) of a submission may take "
@@ -137,13 +140,20 @@ def run(args: argparse.Namespace) -> int:
         print("twingrad verify: --net checks twingrad's own FullyConnectedNet and cannot be combined with --impl",
               file=sys.stderr)
         return 2
-    if args.keep_prob and not args.impl:
-        print("twingrad verify: --keep-prob is for students' code (--impl); twingrad's own dropout takes the drop "
-              "probability", file=sys.stderr)
+    if args.keep_prob and args.dropout_convention not in (None, "keep"):
+        print(f"twingrad verify: --keep-prob means --dropout-convention keep, not {args.dropout_convention}",
+              file=sys.stderr)
         return 2
+    convention = "keep" if args.keep_prob else args.dropout_convention
+    if convention and not args.impl:
+        print("twingrad verify: --dropout-convention and --keep-prob are for students' code (--impl); twingrad's "
+              "own dropout takes the drop probability", file=sys.stderr)
+        return 2
+    convention = convention or ("auto" if args.impl else "drop")
     try:
         settings = Settings(seed=args.seed, cases=args.cases, case=args.case, mode=args.mode, dtype=args.dtype,
-                            keep_prob=args.keep_prob, only=tuple(_only(args)))
+                            keep_prob=convention == "keep", dropout_convention=convention,
+                            only=tuple(_only(args)))
     except ValueError as exc:
         print(f"twingrad verify: {exc}", file=sys.stderr)
         return 2

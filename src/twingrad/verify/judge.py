@@ -31,6 +31,7 @@ from .functions import FUNCTIONS, check_function
 from .loading import import_paragraph
 from .remote import Channel, RemoteCaller, RunnerLost
 from .results import function_record
+from .stateful import detect_dropout_convention
 from .submissions import Submission
 
 RUNNER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "runner.py")
@@ -180,6 +181,7 @@ def grade_one(submission: Submission, settings, limits: Limits, box: sandbox.San
     try:
         if session.start(deadline) is None:
             return submission
+        settings = _dropout_convention(submission, session, settings, limits, deadline)
         for name in selected_functions(settings):
             started = time.monotonic()
             submission.records += _check(name, session, settings, limits, deadline, hung)
@@ -189,6 +191,28 @@ def grade_one(submission: Submission, settings, limits: Limits, box: sandbox.San
     finally:
         session.stop()
     return submission
+
+
+def _dropout_convention(submission: Submission, session: _Session, settings, limits: Limits, deadline: float):
+    """The settings with the submission's dropout convention: as asked, or (auto) as its dropout_forward behaves."""
+    if settings.dropout_convention != "auto":
+        submission.dropout_convention = settings.dropout_convention
+        return settings
+    caller = session.caller
+    found, seen = None, "no dropout_forward"
+    if caller.has("dropout_forward"):
+        caller.deadline = min(time.monotonic() + limits.timeout, deadline)
+        found, seen = detect_dropout_convention(caller)
+        if caller.lost is not None:  # it hangs or crashes: its own check will say so
+            session.stop()
+            session.start(deadline)
+    if found is None and "dropout_keep_ratio" in (session.caller.signature("FullyConnectedNet")
+                                                  if session.caller and session.caller.has("FullyConnectedNet")
+                                                  else set()):
+        found, seen = "keep", f"{seen}; its FullyConnectedNet takes dropout_keep_ratio"
+    submission.dropout_convention = found or "drop"
+    submission.dropout_note = seen if found else f"{seen}: checked as the drop probability"
+    return dataclasses.replace(settings, keep_prob=submission.dropout_convention == "keep")
 
 
 def _check(name, session: _Session, settings, limits: Limits, deadline: float, hung: set) -> list:

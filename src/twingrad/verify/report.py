@@ -117,6 +117,10 @@ def summary_line(submission, seconds: float | None = None) -> str:
 def notes(submission) -> list[str]:
     """Lines a teacher must see besides the table: reuse of twingrad, a twingrad bug."""
     lines = []
+    if submission.dropout_convention and submission.path is not None:
+        meaning = "keeping" if submission.dropout_convention == "keep" else "dropping"
+        lines.append(f"dropout: p is the probability of {meaning} a unit"
+                     + (f" (detected: {submission.dropout_note})" if submission.dropout_note else ""))
     if submission.uses_twingrad:
         lines.append("note: this submission imports twingrad (its reference implementation may stand in for the "
                      "student's own code)")
@@ -165,6 +169,8 @@ def _submission_json(submission) -> dict:
         "import_error": submission.import_error,
         "internal_error": submission.internal_error,
         "uses_twingrad": submission.uses_twingrad,
+        "dropout_convention": submission.dropout_convention,
+        "dropout_note": submission.dropout_note,
         "status": submission_status(submission),
         "exit_code": submission_code(submission),
         "summary": {"functions": counts(statuses.values()),

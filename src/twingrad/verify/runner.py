@@ -96,7 +96,7 @@ class Runner:
                     names = list(inspect.signature(target).parameters)
                 except (TypeError, ValueError):
                     names = None
-                return {"ok": True, "value": names}, []
+                return {"ok": True, "value": self.wire.Encoder().encode(names)}, []
             else:
                 return {"ok": False, "error": {"type": "ProtocolError", "message": f"unknown op {op!r}"}}, []
         except BaseException as exc:  # noqa: BLE001  (SystemExit and KeyboardInterrupt are the submission's too)

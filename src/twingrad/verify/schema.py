@@ -65,8 +65,8 @@ CHECK = {
 
 SUBMISSION = {
     "type": "object",
-    "required": ["path", "name", "import_error", "internal_error", "uses_twingrad", "status", "exit_code", "summary",
-                 "functions", "timings", "checks"],
+    "required": ["path", "name", "import_error", "internal_error", "uses_twingrad", "dropout_convention",
+                 "dropout_note", "status", "exit_code", "summary", "functions", "timings", "checks"],
     "properties": {
         "path": {"type": ["string", "null"], "description": "as given; null when twingrad checks itself"},
         "name": {"type": "string", "description": "as shown: the path, or the entry of a class folder"},
@@ -74,6 +74,9 @@ SUBMISSION = {
         "internal_error": {"type": ["string", "null"],
                            "description": "the traceback of a twingrad bug met while judging this submission"},
         "uses_twingrad": {"type": "boolean", "description": "the submission imported twingrad"},
+        "dropout_convention": {"enum": ["drop", "keep", None],
+                               "description": "what dropout's p was taken to mean (null: twingrad itself)"},
+        "dropout_note": {"type": ["string", "null"], "description": "what --dropout-convention auto saw"},
         "status": {"enum": list(SUBMISSION_STATUSES)},
         "exit_code": {"enum": [0, 1, 2]},
         "timings": {"type": "object", "additionalProperties": {"type": "number", "minimum": 0},

@@ -38,7 +38,10 @@ class Settings:
     dtype : {'float64', 'float32'}
         The dtype the checked code receives.
     keep_prob : bool
-        Dropout's ``p`` is the keep probability (later CS231n years) rather than the drop probability.
+        Dropout's ``p`` is the keep probability (later CS231n years) rather than the drop probability:
+        the convention a submission is checked in.
+    dropout_convention : {'drop', 'keep', 'auto'}
+        The convention asked for; 'auto' decides per submission from its own dropout_forward.
     only : tuple of str
         Check only these CS231n functions (all when empty).
     fast_threshold : int
@@ -59,6 +62,7 @@ class Settings:
     mode: str = "auto"
     dtype: str = "float64"
     keep_prob: bool = False
+    dropout_convention: str = "drop"
     only: tuple = ()
     fast_threshold: int = 2000
     directions: int = 3
@@ -73,6 +77,8 @@ class Settings:
             raise ValueError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
         if self.cases < 1:
             raise ValueError(f"cases (-k) must be at least 1, got {self.cases}")
+        if self.dropout_convention not in ("drop", "keep", "auto"):
+            raise ValueError(f"dropout_convention must be drop, keep or auto, got {self.dropout_convention!r}")
         if self.case is not None and self.case < 0:
             raise ValueError(f"--case must be >= 0, got {self.case}")
 
@@ -101,8 +107,8 @@ class Settings:
             words += ["--mode", self.mode]
         if self.dtype != "float64":
             words += ["--dtype", self.dtype]
-        if self.keep_prob:
-            words.append("--keep-prob")
+        if self.dropout_convention != "auto" and self.impl:
+            words += ["--dropout-convention", self.dropout_convention]
         return shlex.join(words)
 
     def to_json(self) -> str:
@@ -117,6 +123,7 @@ class Settings:
     def public(self) -> dict:
         """The settings as the JSON report states them."""
         return {"seed": self.seed, "cases": self.cases, "case": self.case, "mode": self.mode,
-                "dtype": self.dtype, "keep_prob": self.keep_prob, "only": list(self.only),
+                "dtype": self.dtype, "keep_prob": self.keep_prob, "dropout_convention": self.dropout_convention,
+                "only": list(self.only),
                 "fast_threshold": self.fast_threshold, "directions": self.directions, "redraws": self.redraws,
                 "sandbox": self.sandbox}

@@ -152,11 +152,17 @@ def dropout_forward_case(caller, settings, case, inputs, shapes, collector) -> N
     comparison = compare(np.array([fraction]), np.array([1.0 - p_stat]), Tolerance(atol=6 * sigma, rtol=0.0),
                          "expected")
     details = {"got": np.array([fraction]), "expected": np.array([1.0 - p_stat])}
-    if not comparison.passed and abs(fraction - p_stat) <= 6 * sigma:
-        convention = ("the drop probability; twingrad passes the keep probability (--keep-prob): drop the flag"
-                      if settings.keep_prob else "the keep probability (later course years); rerun with --keep-prob "
-                      "if your course defines p that way")
-        details["extra_hints"] = [f"units are kept with probability {p_stat} = p: your code treats p as {convention}"]
+    if not comparison.passed:
+        given = _user_param(settings, p_stat)["p"]
+        if abs(fraction - p_stat) <= 6 * sigma:
+            meant, other = ("drop", "keep") if settings.keep_prob else ("keep", "drop")
+            details["extra_hints"] = [
+                f"given p = {given:g}, your code kept {fraction:.3f} of the units: it treats p as the {meant} "
+                f"probability, and it is checked as the {other} probability (--dropout-convention {other}); "
+                f"--dropout-convention {meant}, or auto, checks it the other way"]
+        else:
+            details["extra_hints"] = [f"given p = {given:g}, your code kept {fraction:.3f} of the units; expected "
+                                      f"{1 - p_stat:g} ({_p_name(settings)})"]
     stat_shapes = {"x": _DROPOUT_SHAPE}
     collector.add("keep_fraction", "statistics", _outcome({"expected": comparison}, case, stat_shapes, details))
 
@@ -178,12 +184,39 @@ def dropout_forward_case(caller, settings, case, inputs, shapes, collector) -> N
                                                                               "(out, cache)")[0], x.shape))
     finally:
         np.random.set_state(state)  # the caller's global random state is theirs
-    comparison = compare(outs[1], np.asarray(outs[0], np.float64), exact, "expected")
+    # NaN where both calls gave NaN is the same mask (a dropout fed p = 0 in its keep convention)
+    both_nan = np.isnan(np.asarray(outs[0], np.float64)) & np.isnan(np.asarray(outs[1], np.float64))
+    comparison = compare(np.where(both_nan, 0.0, outs[1]), np.where(both_nan, 0.0, outs[0]), exact, "expected")
     details = {"got": outs[1], "expected": outs[0]}
     if not comparison.passed:
         details["note"] = ("two calls with the same dropout_param['seed'] gave different masks: draw the mask "
                            "from a generator seeded with it (np.random.default_rng(seed))")
     collector.add("seed", "statistics", _outcome({"expected": comparison}, case, shapes, details))
+
+
+def detect_dropout_convention(caller) -> tuple[str | None, str]:
+    """Which convention a module's dropout_forward follows, read off its behaviour.
+
+    It is called with ``p = 0.3`` on 100 000 units: a module that treats p as
+    the drop probability keeps about 70% of them, one that treats it as the
+    keep probability about 30% (6 standard deviations are 0.009). Returns the
+    convention ("drop", "keep", or None for neither or no answer) and a sentence
+    that says what was seen.
+    """
+    p = 0.3
+    try:
+        result = caller("dropout_forward", np.ones(_DROPOUT_SHAPE), {"p": p, "mode": "train", "seed": 271828})
+        out, _ = calling.pair("dropout_forward", result, "(out, cache)")
+        out = calling.array("dropout_forward", "out", out, _DROPOUT_SHAPE)
+    except (calling.UserError, calling.Stub) as exc:
+        return None, f"dropout_forward could not be probed ({exc})"
+    fraction = float(np.mean(out != 0))
+    seen = f"given p = {p}, dropout_forward kept {fraction:.3f} of the units"
+    if abs(fraction - (1 - p)) < 0.03:
+        return "drop", seen
+    if abs(fraction - p) < 0.03:
+        return "keep", seen
+    return None, f"{seen}: neither {1 - p:g} (p drops) nor {p:g} (p keeps)"
 
 
 def _scale_hints(out, x, p_drop, settings) -> list[str]:
@@ -199,9 +232,10 @@ def _scale_hints(out, x, p_drop, settings) -> list[str]:
     if np.isclose(c, 1.0):
         return [f"kept units are not scaled: inverted dropout multiplies them by 1/({name}) = {1 / keep:.4g}"]
     if p_drop > 0 and np.isclose(c, 1.0 / p_drop):
-        other = "--keep-prob" if not settings.keep_prob else "no --keep-prob"
-        return [f"kept units are scaled by 1/{p_drop:.4g}: the probability is used the other way round "
-                f"(is your p the {'keep' if not settings.keep_prob else 'drop'} probability? try {other})"]
+        given = _user_param(settings, p_drop)["p"]
+        other = "drop" if settings.keep_prob else "keep"
+        return [f"kept units are scaled by {c:.4g} = 1/(1 - p) with p = {given:g} given: p is used as the "
+                f"{other} probability (--dropout-convention {other} checks it that way)"]
     if np.isclose(c, keep):
         return [f"kept units are multiplied by {name} = {keep:.4g} instead of divided by it"]
     return [f"kept units are scaled by {c:.4g}; inverted dropout scales them by 1/({name}) = {1 / keep:.4g}"]

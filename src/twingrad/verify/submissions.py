@@ -56,6 +56,8 @@ class Submission:
     import_error: str | None = None
     internal_error: str | None = None
     uses_twingrad: bool = False
+    dropout_convention: str | None = None  #: "drop" or "keep": what dropout's p was taken to mean
+    dropout_note: str | None = None  #: what the detection saw (--dropout-convention auto)
     timings: dict = field(default_factory=dict)  #: function -> seconds
 
 

@@ -14,6 +14,7 @@ inside the header is JSON, with tagged objects for what JSON lacks:
 ================== ==============================================================
 ``{"$a": k}``      the k-th array (``"s": true``: a numpy scalar, such as ``np.float64``)
 ``{"$f": "nan"}``  a float JSON cannot hold (``nan``, ``inf``, ``-inf``)
+``{"$dt": "<f8"}`` a numeric dtype (``"type": true``: the scalar type, such as ``np.float64``)
 ``{"$t": [...]}``  a tuple; ``{"$l": [...]}`` a list; ``{"$d": [[key, value], ...]}`` a dict with str keys
 ``{"$o": T, "r": path}`` an object of type ``T`` that stays in the runner; ``path`` refers to it
 ``{"$r": path}``   (judge -> runner) that object, or a part of an earlier result, passed back by reference
@@ -78,6 +79,11 @@ class Encoder:
                 if not isinstance(value, np.ndarray):
                     tag["s"] = True
                 return tag
+            return self._object(value, path)
+        if isinstance(value, np.dtype) or (isinstance(value, type) and issubclass(value, np.generic)):
+            dtype = np.dtype(value)
+            if _DTYPE.fullmatch(dtype.str):
+                return {"$dt": dtype.str, "type": not isinstance(value, np.dtype)}
             return self._object(value, path)
         if type(value) in (tuple, list):
             key = "$t" if type(value) is tuple else "$l"
@@ -179,6 +185,11 @@ def decode(value, arrays: list[np.ndarray], make_object=None, make_container=Non
             raise Malformed("an array reference out of range")
         array = arrays[index]
         return array[()] if value.get("s") is True and array.ndim == 0 else array
+    if "$dt" in value:
+        if not isinstance(value["$dt"], str) or not _DTYPE.fullmatch(value["$dt"]):
+            raise Malformed("a dtype that is not a number's")
+        dtype = np.dtype(value["$dt"])
+        return dtype.type if value.get("type") is True else dtype
     if "$f" in value:
         if value["$f"] not in ("nan", "inf", "-inf"):
             raise Malformed(f"an unknown float {value['$f']!r}")
