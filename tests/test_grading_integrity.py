@@ -190,14 +190,14 @@ def test_a_twingrad_bug_on_one_submission_is_its_internal_error_and_the_others_a
 
     for name in ("first", "victim", "last"):
         shutil.copy(FIXTURES / "good_layers.py", tmp_path / f"{name}.py")
-    real = judge.check_function
+    real = judge.check_one
 
-    def planted(fn, caller, settings):
-        if settings.impl.endswith("victim.py") and fn.name == "relu_forward":
+    def planted(name, caller, settings):
+        if settings.impl.endswith("victim.py") and name == "relu_forward":
             raise RuntimeError("a planted bug in the judge")
-        return real(fn, caller, settings)
+        return real(name, caller, settings)
 
-    monkeypatch.setattr(judge, "check_function", planted)
+    monkeypatch.setattr(judge, "check_one", planted)
     code, out, _ = _verify("--impl", str(tmp_path), "--json", "-k", "1", "--only", ONLY, "--sandbox", "none")
     by_name = {s["name"]: s for s in json.loads(out)["submissions"]}
     victim = by_name["victim.py"]

@@ -7,10 +7,10 @@ submission, one function at a time, each under its own deadline.
 
 from __future__ import annotations
 
-from . import network
+from . import network, update_rules
 from .calling import Caller
 from .functions import FUNCTIONS, check_function
-from .results import Record, function_record
+from .results import Record
 
 # The sandwich layers call these; a failure there usually explains one here.
 _PARTS = {
@@ -22,16 +22,26 @@ _PARTS = {
 
 def function_names() -> list[str]:
     """Every CS231n function name ``--only`` accepts, in checking order."""
-    return [*FUNCTIONS, network.FUNCTION]
+    return [*FUNCTIONS, network.FUNCTION, *update_rules.RULES]
 
 
 # The module of the course package each function is written in (the "role" of the module).
-ROLE_OF = {**{name: fn.spec.module for name, fn in FUNCTIONS.items()}, network.FUNCTION: "fc_net"}
+ROLE_OF = {**{name: fn.spec.module for name, fn in FUNCTIONS.items()}, network.FUNCTION: "fc_net",
+           **{name: "optim" for name in update_rules.RULES}}
 
 
 def selected_functions(settings) -> list[str]:
     """The functions a run checks, in checking order."""
     return [name for name in function_names() if settings.selects(name)]
+
+
+def check_one(name: str, caller, settings, *, network_sweep: bool = False) -> list[Record]:
+    """Every record of one CS231n function (a layer, the network, an update rule)."""
+    if name == network.FUNCTION:
+        return network.check_sweep(settings) if network_sweep else network.check_student_network(caller, settings)
+    if name in update_rules.RULES:
+        return update_rules.check_update_rule(name, caller, settings)
+    return check_function(FUNCTIONS[name], caller, settings)
 
 
 def check_module(caller: Caller, settings, *, network_sweep: bool = False) -> list[Record]:
@@ -40,15 +50,8 @@ def check_module(caller: Caller, settings, *, network_sweep: bool = False) -> li
     ``network_sweep`` checks twingrad's own FullyConnectedNet over the default
     sweep of architectures rather than the module's FullyConnectedNet class.
     """
-    records = []
-    for name in selected_functions(settings):
-        if name != network.FUNCTION:
-            records += check_function(FUNCTIONS[name], caller, settings)
-        elif network_sweep:
-            records += network.check_sweep(settings)
-        else:
-            records += network.check_student_network(caller, settings)
-    return records
+    return [record for name in selected_functions(settings)
+            for record in check_one(name, caller, settings, network_sweep=network_sweep)]
 
 
 def add_dependency_notes(records: list[Record]) -> None:

@@ -59,10 +59,10 @@ FUNCTIONS: dict[str, Function] = _table()
 
 
 def reference_module() -> types.SimpleNamespace:
-    """twingrad's own functions under their CS231n names, as one namespace (layers + layer_utils)."""
-    from .. import layer_utils, layers
+    """twingrad's own functions under their CS231n names, as one namespace (layers, layer_utils, optim)."""
+    from .. import layer_utils, layers, optim
 
-    return types.SimpleNamespace(**{**vars(layers), **vars(layer_utils)})
+    return types.SimpleNamespace(**{**vars(layers), **vars(layer_utils), **vars(optim)})
 
 
 def check_function(fn: Function, caller: Caller, settings) -> list[Record]:

@@ -25,9 +25,9 @@ import time
 import traceback
 from concurrent.futures import ThreadPoolExecutor
 
-from . import network, sandbox
-from .checking import ROLE_OF, selected_functions
-from .functions import FUNCTIONS, check_function
+from . import sandbox
+from .checking import ROLE_OF, check_one, selected_functions
+from .functions import FUNCTIONS
 from .loading import import_paragraph
 from .remote import Channel, RemoteCaller, RunnerLost
 from .results import function_record
@@ -234,8 +234,7 @@ def _check(name, session: _Session, settings, limits: Limits, deadline: float, h
     caller.deadline = min(time.monotonic() + limits.timeout, deadline)
     try:
         caller.reset()
-        records = (network.check_student_network(caller, settings) if name == network.FUNCTION
-                   else check_function(fn, caller, settings))
+        records = check_one(name, caller, settings)
     except RunnerLost:
         records = []
     if caller.lost is None:

@@ -204,13 +204,11 @@ def _extract(archive_path: str, target: str) -> None:
     with zipfile.ZipFile(archive_path) as archive:
         for info in archive.infolist():
             name = info.filename.replace("\\", "/")
-            if info.is_dir() or not name.endswith(".py") or not _usable(name):
-                continue
-            if stat.S_ISLNK(info.external_attr >> 16):
-                continue
             parts = [p for p in name.split("/") if p not in ("", ".")]
-            if name.startswith("/") or ".." in parts or ":" in parts[0]:
+            if name.startswith("/") or ".." in parts or (parts and ":" in parts[0]):
                 raise SubmissionError(f"the archive member {printable(info.filename)!r} points outside the archive")
+            if info.is_dir() or not name.endswith(".py") or not _usable(name) or stat.S_ISLNK(info.external_attr >> 16):
+                continue
             count += 1
             if count > MAX_FILES:
                 raise SubmissionError(f"the archive holds over {MAX_FILES} Python files")

@@ -1,0 +1,127 @@
+"""Submissions as students hand them in: the course package, zipped or not, in a class folder.
+
+``verify_fixtures/course/2017`` is a correct assignment-2 package of the
+2017 starter (absolute ``cs231n.`` imports, dropout's p drops a unit,
+``FullyConnectedNet(dropout=0, use_batchnorm=False)``); ``course/2019`` one
+of the 2019 starter (relative imports, p keeps a unit,
+``dropout_keep_ratio=1, normalization=None``). Both carry the starter's
+``fast_layers.py``, whose compiled extension is absent here, as in a real
+hand-in. The class below mixes them, zipped and not, with broken variants.
+"""
+
+import contextlib
+import io
+import json
+import shutil
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from twingrad.cli import main
+
+COURSE = Path(__file__).parent / "verify_fixtures" / "course"
+
+
+def _verify(*argv):
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(["verify", *argv])
+    return code, out.getvalue(), err.getvalue()
+
+
+def _zip(folder: Path, target: Path) -> None:
+    with zipfile.ZipFile(target, "w") as archive:
+        for path in sorted(folder.rglob("*")):
+            archive.write(path, path.relative_to(folder.parent))
+
+
+def _edit(path: Path, old: str, new: str) -> None:
+    text = path.read_text()
+    assert text.count(old) == 1, (path, old)
+    path.write_text(text.replace(old, new))
+
+
+@pytest.fixture(scope="module")
+def graded(tmp_path_factory):
+    """A class of four: alice (2017, a folder), bob (2019, a zip), carol (a starter module that does not
+    import), dave (2019 with broken update rules)."""
+    root = tmp_path_factory.mktemp("class")
+    shutil.copytree(COURSE / "2017", root / "alice")
+    staging = tmp_path_factory.mktemp("staging")
+    shutil.copytree(COURSE / "2019" / "assignment2", staging / "assignment2")
+    _zip(staging / "assignment2", root / "bob.zip")
+    shutil.copytree(COURSE / "2019", root / "carol")
+    _edit(root / "carol" / "assignment2" / "cs231n" / "fast_layers.py",
+          "try:\n    from cs231n.im2col_cython import col2im_cython, im2col_cython\n",
+          "from cs231n.im2col_cython import col2im_cython, im2col_cython\ntry:\n    pass\n")
+    shutil.copytree(COURSE / "2019", root / "dave")
+    optim = root / "dave" / "assignment2" / "cs231n" / "optim.py"
+    _edit(optim, '    m_hat = config["m"] / (1 - config["beta1"] ** config["t"])\n',
+          '    m_hat = config["m"]\n')
+    _edit(optim, '    v_hat = config["v"] / (1 - config["beta2"] ** config["t"])\n', '    v_hat = config["v"]\n')
+    _edit(optim, '    next_w = w - config["learning_rate"] * dw / (np.sqrt(config["cache"]) + config["epsilon"])',
+          '    next_w = w - config["learning_rate"] * dw / np.sqrt(config["cache"] + config["epsilon"])')
+    _edit(optim, '    v = config["momentum"] * v - config["learning_rate"] * dw\n    next_w = w + v',
+          '    v = config["momentum"] * v + config["learning_rate"] * dw\n    next_w = w - v')
+    code, out, err = _verify("--impl", str(root), "--json", "-k", "3", "-j", "2")
+    doc = json.loads(out)
+    return {"code": code, "doc": doc, "by_name": {s["name"]: s for s in doc["submissions"]}}
+
+
+def test_a_class_folder_gives_one_result_per_entry_named_by_the_entry(graded):
+    assert sorted(graded["by_name"]) == ["alice", "bob.zip", "carol", "dave"]
+
+
+def test_both_eras_pass_everything_with_no_option(graded):
+    for name, convention in (("alice", "drop"), ("bob.zip", "keep")):
+        submission = graded["by_name"][name]
+        assert submission["status"] == "pass", (name, {f: s for f, s in submission["functions"].items()
+                                                       if s != "pass"})
+        assert submission["dropout_convention"] == convention
+        assert set(submission["functions"]) >= {"affine_relu_forward", "FullyConnectedNet.loss",
+                                                "sgd", "sgd_momentum", "rmsprop", "adam"}
+        configurations = {c["gradient"] for c in submission["checks"] if c["function"] == "FullyConnectedNet.loss"}
+        assert configurations == {"loss", "W", "b", "gamma", "beta"}  # its normalization was checked too
+
+
+def test_a_starter_module_that_does_not_import_fails_only_what_depends_on_it(graded):
+    carol = graded["by_name"]["carol"]
+    statuses = carol["functions"]
+    for name in ("affine_forward", "batchnorm_backward", "dropout_forward", "adam"):
+        assert statuses[name] == "pass", name
+    for name in ("affine_relu_forward", "affine_bn_relu_backward", "FullyConnectedNet.loss"):
+        assert statuses[name] == "error", name
+        message = next(c["message"] for c in carol["checks"] if c["function"] == name)
+        assert "No module named 'cs231n.im2col_cython'" in message and "Traceback" not in message
+    assert carol["import_error"] is None and carol["status"] == "fail"
+
+
+def test_broken_update_rules_fail_with_the_mistake_named(graded):
+    dave = graded["by_name"]["dave"]
+    assert dave["functions"]["sgd"] == "pass"
+    hints = {}
+    for check in dave["checks"]:
+        if check["status"] == "fail" and check["gradient"] == "next_w":
+            hints[check["function"]] = " ".join(check["diagnosis"]["hints"])
+    assert "bias correction" in hints["adam"]
+    assert "epsilon is inside the square root" in hints["rmsprop"]
+    assert "velocity's sign" in hints["sgd_momentum"]
+    published = {c["function"]: c["status"] for c in dave["checks"] if c["gradient"] == "published"}
+    # at the notebook's values epsilon's place moves the step by ~1e-10: only the tiny-gradient cases see it
+    assert published == {"sgd_momentum": "fail", "rmsprop": "pass", "adam": "fail"}
+
+
+def test_the_class_exit_code_is_the_worst(graded):
+    assert graded["code"] == graded["doc"]["exit_code"] == 1
+
+
+def test_a_zip_that_points_outside_itself_is_refused(tmp_path):
+    evil = tmp_path / "evil.zip"
+    with zipfile.ZipFile(evil, "w") as archive:
+        archive.writestr("cs231n/layers.py", "import numpy as np\n")
+        archive.writestr("../../escaped.py", "print('out')\n")
+    code, out, _ = _verify("--impl", str(evil), "--json")
+    doc = json.loads(out)
+    assert doc["status"] == "import_error" and "points outside the archive" in doc["import_error"]
+    assert not (tmp_path.parent / "escaped.py").exists()
