@@ -35,10 +35,10 @@ class Stub(Exception):
 
 def python2_hint(exc: BaseException) -> str:
     """' (xrange is Python 2: use range)' when ``exc`` comes from a Python 2 name or method, else ''."""
-    return _python2_hint(type(exc).__name__, getattr(exc, "name", None))
+    return python2_hint_for(type(exc).__name__, getattr(exc, "name", None))
 
 
-def _python2_hint(type_name: str, name) -> str:
+def python2_hint_for(type_name: str, name) -> str:
     if type_name == "NameError" and name in PYTHON2_NAMES:
         return f" ({name} is Python 2: use {PYTHON2_NAMES[name]})"
     if type_name == "AttributeError" and name in PYTHON2_METHODS:
@@ -66,7 +66,7 @@ def describe_error(function: str, info: dict, memory_limit_mb: int | None = None
     message = str(info.get("message", "")).strip()
     text = message.splitlines()[0][:300] if message else ""
     result = f"{function} raised {type_name}{': ' + text if text else ''}"
-    result += _python2_hint(type_name, info.get("name"))
+    result += python2_hint_for(type_name, info.get("name"))
     frames = info.get("frames")
     if isinstance(frames, list) and frames and isinstance(frames[-1], list) and len(frames[-1]) == 3:
         file, line, code = frames[-1]
@@ -159,8 +159,12 @@ def pair(function: str, result, names: str) -> tuple:
     return tuple(result)
 
 
-def array(function: str, name: str, value, shape: tuple) -> np.ndarray:
-    """``value`` as a real array of ``shape``, or the error that says what it is instead."""
+def array(function: str, name: str, value, shape: tuple, expected=None) -> np.ndarray:
+    """``value`` as a real array of ``shape``, or the error that says what it is instead.
+
+    With the ``expected`` values, a result of the wrong shape is also judged by
+    its values: "right values, shape (1, 5) instead of (5,)", or wrong in both.
+    """
     if value is None:
         raise Stub(f"{function} returned {name} = None: not implemented yet?")
     try:
@@ -170,8 +174,19 @@ def array(function: str, name: str, value, shape: tuple) -> np.ndarray:
     if not (np.issubdtype(result.dtype, np.floating) or np.issubdtype(result.dtype, np.integer)):
         raise UserError(f"{function}: {name} has dtype {result.dtype}; expected real numbers")
     if result.shape != tuple(shape):
-        raise UserError(f"{function}: {name} has shape {result.shape}; expected {tuple(shape)}")
+        raise UserError(f"{function}: {name} has shape {result.shape}; expected {tuple(shape)}"
+                        + shape_note(result, shape, expected))
     return result
+
+
+def shape_note(result: np.ndarray, shape: tuple, expected) -> str:
+    """What the values of a wrongly shaped result are worth, when the right ones are known."""
+    if expected is None or result.size != int(np.prod(shape)):
+        return ""
+    got, want = result.astype(np.float64).reshape(shape), np.asarray(expected, np.float64)
+    if np.all(np.abs(got - want) <= 1e-10 + 1e-7 * np.abs(want)):
+        return f" (right values, shape {result.shape} instead of {tuple(shape)})"
+    return f" (and the values are wrong too, read in shape {tuple(shape)})"
 
 
 def gradients(function: str, result, names: tuple) -> dict:

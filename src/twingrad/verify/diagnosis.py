@@ -51,7 +51,8 @@ def diagnose(function: str, gradient: str, outcome: Outcome, settings) -> dict:
     # The hints of the specific check (running averages, dropout's scale, ...) know more than the patterns.
     found = list(details.get("extra_hints", []))
     if got is not None and expected is not None and np.shape(got) == np.shape(expected):
-        found += [h for h in hints(got, expected, comparison.tolerance, details.get("context")) if h not in found]
+        found += [h for h in hints(got, expected, comparison.tolerance, details.get("context"), outcome.kind)
+                  if h not in found]
     projection = outcome.mode == "fast" and reference == "numeric" and "numeric" not in details
     where = (f"along random direction {comparison.worst_index[0]}" if projection and comparison.worst_index
              else f"worst element {_index_text(gradient, comparison.worst_index)}")

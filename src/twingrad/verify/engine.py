@@ -40,6 +40,7 @@ from ..gradcheck import (
     random_upstream,
     tolerance,
 )
+from .calling import shape_note
 
 
 # Above this many elements, the fast mode's fallback differences a sample of elements, not all.
@@ -161,8 +162,8 @@ def check_problem(problem: Problem, rng: np.random.Generator, dtype, mode: str =
     outcomes = []
     for i, name in enumerate(names):
         gname = problem.gradient_names[name]
-        got = _gradient(hand_grads, gname, problem.arrays[name])
         expected = np.asarray(auto[i], dtype=np.float64)
+        got = _gradient(hand_grads, gname, problem.arrays[name], expected)
         tol_exact, tol_numeric = _widened(exact, noise[i]), _widened(numeric, noise[i])
         vs_autograd = compare(got, expected, tol_exact, "autograd")
         if not vs_autograd.passed and dtype != np.float64 and problem.perturbed:
@@ -320,7 +321,7 @@ def _widened(tol, noise: float):
     return tol if noise == 0 else type(tol)(atol=tol.atol + 10 * noise, rtol=tol.rtol)
 
 
-def _gradient(hand_grads: dict, gname: str, like: np.ndarray) -> np.ndarray:
+def _gradient(hand_grads: dict, gname: str, like: np.ndarray, expected=None) -> np.ndarray:
     """The hand gradient ``gname``, checked to be a real array shaped like its input."""
     if gname not in hand_grads:
         raise HandError(f"no gradient {gname} was returned")
@@ -335,8 +336,9 @@ def _gradient(hand_grads: dict, gname: str, like: np.ndarray) -> np.ndarray:
         raise HandError(f"{gname} has dtype {got.dtype}; expected a floating-point array")
     shape = np.shape(like)
     if got.shape != shape:
+        hint = shape_note(got, shape, expected) or _shape_hint(got.shape, shape)
         raise HandError(f"{gname} has shape {got.shape}; expected {shape}, the shape of "
-                        f"{gname[1:] if gname.startswith('d') else gname}{_shape_hint(got.shape, shape)}")
+                        f"{gname[1:] if gname.startswith('d') else gname}{hint}")
     return got
 
 

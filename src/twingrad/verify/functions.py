@@ -160,11 +160,13 @@ def _forward_case(fn, caller, settings, case, collector) -> dict:
         inputs64 = upcast(spec, inputs)
         twin_out = np.asarray(spec.twin_function(inputs64)(*(inputs64[a] for a in spec.wrt)))
         out, _ = calling.pair(fn.name, caller(fn.name, *call_args(spec, inputs, settings)), "(out, cache)")
-        out = calling.array(fn.name, "out", out, twin_out.shape)
+        out = calling.array(fn.name, "out", out, twin_out.shape, twin_out)
         comparison = compare(out, twin_out, tolerance("exact", settings.np_dtype), "twin")
-        collector.add("out", "forward", Outcome(
-            "pass" if comparison.passed else "fail", {"twin": comparison}, case, shapes,
-            details={"got": out, "twin": twin_out, "context": _context(spec, inputs)}))
+        details = {"got": out, "twin": twin_out, "context": _context(spec, inputs)}
+        if not comparison.passed and spec.name in ("batchnorm", "layernorm"):
+            details["extra_hints"] = _normalization_hints(spec, inputs64, out, comparison.tolerance)
+        collector.add("out", "forward", Outcome("pass" if comparison.passed else "fail", {"twin": comparison}, case,
+                                                shapes, details=details))
         if spec.name == "batchnorm":
             stateful.batchnorm_state_case(caller, settings, case, inputs, shapes, collector)
     except UserError as err:
@@ -288,6 +290,36 @@ def _context(spec: LayerSpec, inputs: dict, dout=None, keep_prob: bool = False) 
     if spec.name == "dropout":
         context.update(p_drop=inputs["dropout_param"]["p"], keep_prob=keep_prob, N=None, D=None)
     return context
+
+
+def _normalization_hints(spec: LayerSpec, inputs64: dict, out, tol) -> list[str]:
+    """A normalization's forward, wrong in one of the usual ways: each computed, kept only if it reproduces ``out``."""
+    x, gamma, beta = inputs64["x"], inputs64["gamma"], inputs64["beta"]
+    eps = inputs64["bn_param" if spec.name == "batchnorm" else "ln_param"]["eps"]
+    axis, other = (0, 1) if spec.name == "batchnorm" else (1, 0)
+
+    def normalized(axis, ddof=0, eps_outside=False, std=False):
+        centered = x - x.mean(axis=axis, keepdims=True)
+        var = x.var(axis=axis, ddof=ddof, keepdims=True)
+        if std:
+            return centered / np.sqrt(np.sqrt(var) + eps)
+        return centered / (np.sqrt(var) + eps if eps_outside else np.sqrt(var + eps))
+
+    candidates = [
+        (gamma * normalized(axis, eps_outside=True) + beta, "eps is outside the square root: divide by "
+                                                            "sqrt(var + eps), not sqrt(var) + eps"),
+        (gamma * normalized(axis, ddof=1) + beta, "the unbiased variance (ddof=1) is used; normalization uses "
+                                                  "the biased one (np.var's default)"),
+        (gamma * normalized(axis, std=True) + beta, "the standard deviation is used where the variance belongs: "
+                                                    "divide by sqrt(var + eps)"),
+        (normalized(axis), "gamma and beta are not applied: out = gamma * x_hat + beta"),
+    ]
+    if x.shape[other] > 1:
+        candidates.append((gamma * normalized(other) + beta, f"the statistics are taken over axis {other}; "
+                                                             f"{spec.name} takes them over axis {axis}"))
+    got = np.asarray(out, np.float64)
+    return [text for model, text in candidates
+            if model.shape == got.shape and np.all(np.abs(got - model) <= tol.bound(model))][:1]
 
 
 def _own_forward_hint(fn, outcome, own_forward, problem, dout, value, twin_out, settings) -> list[str]:

@@ -157,9 +157,12 @@ def statistics_paths(got, expected, tol, context) -> str | None:
 
 
 HINTS: list[Callable] = [zeros, constant_factor, transposed, relu_mask, statistics_paths, localized]
+# These explain a wrong backward pass; a forward value, a state or a statistic never gets them.
+GRADIENT_ONLY = {relu_mask, statistics_paths}
 
 
-def hints(got: np.ndarray, expected: np.ndarray, tol: Tolerance, context: dict | None = None) -> list[str]:
+def hints(got: np.ndarray, expected: np.ndarray, tol: Tolerance, context: dict | None = None,
+          kind: str = "gradient") -> list[str]:
     """Every pattern that demonstrably explains how ``got`` differs from ``expected``.
 
     Parameters
@@ -171,6 +174,9 @@ def hints(got: np.ndarray, expected: np.ndarray, tol: Tolerance, context: dict |
         What the patterns may use: ``N`` (batch size), ``D`` (features), ``p_drop``,
         ``keep_prob``, ``y`` (labels), ``relu_input`` and ``dout`` (ReLU),
         ``norm_axis`` and ``x_hat`` (normalization).
+    kind : str
+        What was checked (``gradient``, ``forward``, ``state``, ``statistics``):
+        the hints about backward passes apply to gradients only.
     """
     got = np.asarray(got, dtype=np.float64)
     expected = np.asarray(expected, dtype=np.float64)
@@ -178,6 +184,8 @@ def hints(got: np.ndarray, expected: np.ndarray, tol: Tolerance, context: dict |
         return []
     found = []
     for hint in HINTS:
+        if kind != "gradient" and hint in GRADIENT_ONLY:
+            continue
         text = hint(got, expected, tol, context or {})
         if text:
             found.append(text)

@@ -33,6 +33,7 @@ from .remote import Channel, RemoteCaller, RunnerLost
 from .results import function_record
 from .stateful import detect_dropout_convention
 from .submissions import Submission
+from .templates import untouched
 
 RUNNER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "runner.py")
 # Runners use one BLAS thread: with -j N, N runners share the cores instead of each
@@ -193,6 +194,19 @@ def grade_one(submission: Submission, settings, limits: Limits, box: sandbox.San
     return submission
 
 
+def _untouched_is_missing(name: str, records: list, submission: Submission, settings) -> list:
+    """A function that fails or raises while its TODO blocks (or its forward's) are empty is missing."""
+    if not any(r.status in ("fail", "error") for r in records):
+        return records
+    fn = FUNCTIONS.get(name)
+    files = list(submission.files.values())
+    for candidate in (name, fn.forward if fn is not None else None):
+        if candidate and untouched(submission.root, files, candidate):
+            why = "its TODO blocks are empty" if candidate == name else f"the TODO blocks of {candidate} are empty"
+            return [function_record(name, "missing", f"not implemented yet: {why}", settings)]
+    return records
+
+
 def _dropout_convention(submission: Submission, session: _Session, settings, limits: Limits, deadline: float):
     """The settings with the submission's dropout convention: as asked, or (auto) as its dropout_forward behaves."""
     if settings.dropout_convention != "auto":
@@ -238,7 +252,7 @@ def _check(name, session: _Session, settings, limits: Limits, deadline: float, h
     except RunnerLost:
         records = []
     if caller.lost is None:
-        return records
+        return _untouched_is_missing(name, records, session.submission, settings)
     if caller.lost.message == "timeout":
         hung.add(name)
         ran_out = caller.deadline >= deadline

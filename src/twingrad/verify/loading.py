@@ -14,7 +14,7 @@ import sys
 import tokenize
 from types import ModuleType
 
-from .calling import PYTHON2_METHODS, PYTHON2_NAMES, _python2_hint, exception_info
+from .calling import PYTHON2_METHODS, PYTHON2_NAMES, python2_hint_for, exception_info
 
 # Constructs that are Python 2 only; a SyntaxError plus one of these reads as Python 2 code.
 _PYTHON2_PATTERNS = [
@@ -130,7 +130,7 @@ def import_paragraph(path: str, info: dict, source: str = "") -> str:
     message = str(info.get("message", "")).strip()
     text = message.splitlines()[0][:300] if message else ""
     result = (f"Cannot import {path}: {type_name}{where}{': ' + text if text else ''}"
-              f"{_python2_hint(type_name, info.get('name'))}.")
+              f"{python2_hint_for(type_name, info.get('name'))}.")
     if type_name == "ModuleNotFoundError" and info.get("name"):
         result += (f" The module {info['name']!r} is not installed here: install it, or remove the import if the "
                    "checked functions do not need it.")

@@ -85,7 +85,9 @@ def details_text(records: list[Record]) -> str:
     if errors:
         lines = []
         for r in errors:
-            lines.append(f"  {r.function}: {r.message}")
+            message = r.message or ""
+            # most messages already start with the function ("affine_backward raised ..."): never twice
+            lines.append(f"  {message}" if message.startswith(r.function) else f"  {r.function}: {message}")
             if r.diagnosis and r.diagnosis.get("reproduce"):
                 lines.append(f"    reproduce: {r.diagnosis['reproduce']}")
         parts.append("Errors\n" + "\n".join(lines))

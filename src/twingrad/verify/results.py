@@ -48,6 +48,7 @@ class Outcome:
     mode: str | None = None
     redraws: int = 0
     details: dict = field(default_factory=dict)
+    kind: str = "gradient"  #: set by :meth:`Collector.add`: which hints may explain a failure
 
 
 @dataclass
@@ -117,6 +118,7 @@ class Collector:
         self.outcomes: dict[tuple, list[Outcome]] = {}
 
     def add(self, gradient: str, kind: str, outcome: Outcome) -> None:
+        outcome.kind = kind
         self.outcomes.setdefault((gradient, kind), []).append(outcome)
 
     def records(self, diagnose) -> list[Record]:

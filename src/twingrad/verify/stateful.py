@@ -65,7 +65,7 @@ def batchnorm_state_case(caller, settings, case, inputs, shapes, collector) -> N
                     "back into bn_param")
             collector.add(key, "state", _outcome({"expected": _missing_value(exact)}, case, shapes, {"note": note}))
             continue
-        got = calling.array("batchnorm_forward", f"bn_param[{key!r}]", got, (num_features,))
+        got = calling.array("batchnorm_forward", f"bn_param[{key!r}]", got, (num_features,), expected)
         comparison = compare(got, expected, exact, "expected")
         hints = [] if comparison.passed else _running_hints(key, got, momentum, start[key], batch[key], x64, exact)
         collector.add(key, "state", _outcome({"expected": comparison}, case, shapes,
@@ -79,7 +79,7 @@ def batchnorm_state_case(caller, settings, case, inputs, shapes, collector) -> N
     out, _ = calling.pair("batchnorm_forward", result, "(out, cache)")
     expected = np.asarray(F.batchnorm(x64, gamma.astype(np.float64), beta.astype(np.float64), 1e-5,
                                       running_mean.astype(np.float64), running_var.astype(np.float64)))
-    out = calling.array("batchnorm_forward", "out (test mode)", out, expected.shape)
+    out = calling.array("batchnorm_forward", "out (test mode)", out, expected.shape, expected)
     comparison = compare(out, expected, exact, "twin")
     details = {"got": out, "twin": expected}
     changed = [key for key, before in (("running_mean", running_mean), ("running_var", running_var))

@@ -1,0 +1,132 @@
+"""Diagnoses a student can act on: the hint fits the kind of check, shapes and values are told apart,
+an untouched template is missing, and no message repeats itself.
+
+Each submission is ``good_layers.py`` with one line changed, as students change it.
+"""
+
+import contextlib
+import io
+import json
+from pathlib import Path
+
+import pytest
+
+from twingrad.cli import main
+
+GOOD = (Path(__file__).parent / "verify_fixtures" / "good_layers.py").read_text()
+
+
+def _verify(*argv):
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(["verify", *argv])
+    return code, out.getvalue(), err.getvalue()
+
+
+def _graded(tmp_path, name, old, new, only, *extra):
+    assert GOOD.count(old) == 1, old
+    path = tmp_path / f"{name}.py"
+    path.write_text(GOOD.replace(old, new))
+    code, out, err = _verify("--impl", str(path), "--json", "-k", "3", "--only", only, "--sandbox", "none", *extra)
+    return json.loads(out)
+
+
+@pytest.mark.parametrize("old, new, hint", [
+    ("        inv_std = 1.0 / np.sqrt(var + eps)\n", "        inv_std = 1.0 / (np.sqrt(var) + eps)\n",
+     "eps is outside the square root"),
+    ("        var = np.var(x, axis=0)\n", "        var = np.var(x, axis=0, ddof=1)\n", "unbiased variance (ddof=1)"),
+])
+def test_a_wrong_forward_gets_a_forward_hint_never_a_backward_one(tmp_path, old, new, hint):
+    doc = _graded(tmp_path, "bn", old, new, "batchnorm_forward")
+    out = next(c for c in doc["checks"] if c["gradient"] == "out")
+    assert out["status"] == "fail"
+    hints = out["diagnosis"]["hints"]
+    assert any(hint in h for h in hints), hints
+    assert not any("path through" in h for h in hints), hints  # the backward's mean/variance paths
+
+
+def test_a_running_mean_of_the_wrong_shape_says_whether_its_values_are_right(tmp_path):
+    old = "        running_mean = momentum * running_mean + (1 - momentum) * mu\n"
+    right = _graded(tmp_path, "shape", old, old.replace("* mu\n", "* mu[None, :]\n"), "batchnorm_forward")
+    message = next(c["message"] for c in right["checks"] if c["status"] == "error")
+    assert "right values, shape (1," in message and "instead of (" in message
+    wrong = _graded(tmp_path, "both", old, old.replace("* mu\n", "* 2 * mu[None, :]\n"), "batchnorm_forward")
+    message = next(c["message"] for c in wrong["checks"] if c["status"] == "error")
+    assert "the values are wrong too" in message
+
+
+def test_a_gradient_of_the_wrong_shape_with_right_values_is_told_so(tmp_path):
+    doc = _graded(tmp_path, "db", "    db = np.sum(dout, axis=0)\n", "    db = np.sum(dout, axis=0, keepdims=True)\n",
+                  "affine_forward,affine_backward")
+    message = next(c["message"] for c in doc["checks"] if c["status"] == "error")
+    assert "right values, shape (1," in message
+
+
+def test_an_error_message_does_not_repeat_its_function(tmp_path):
+    path = tmp_path / "db.py"
+    path.write_text(GOOD.replace("    db = np.sum(dout, axis=0)\n", "    db = np.sum(dout, axis=0, keepdims=True)\n"))
+    code, out, _ = _verify("--impl", str(path), "-k", "2", "--only", "affine_forward,affine_backward",
+                           "--sandbox", "none")
+    assert code == 1 and "affine_backward: affine_backward:" not in out
+    assert "  affine_backward: db has shape" in out
+
+
+TEMPLATE_2016 = '''import numpy as np
+
+
+def affine_forward(x, w, b):
+  out = None
+  #############################################################################
+  # TODO: Implement the affine forward pass. Store the result in out. You     #
+  # will need to reshape the input into rows.                                 #
+  #############################################################################
+  pass
+  #############################################################################
+  #                             END OF YOUR CODE                              #
+  #############################################################################
+  out = out.astype(x.dtype)
+  cache = (x, w, b)
+  return out, cache
+
+
+def affine_backward(dout, cache):
+  x, w, b = cache
+  dx, dw, db = np.zeros_like(x), np.zeros_like(w), np.zeros_like(b)
+  #############################################################################
+  # TODO: Implement the affine backward pass.                                 #
+  #############################################################################
+  pass
+  #############################################################################
+  #                             END OF YOUR CODE                              #
+  #############################################################################
+  return dx, dw, db
+
+
+def relu_forward(x):
+    out = None
+    ###########################################################################
+    # TODO: Implement the ReLU forward pass.                                  #
+    ###########################################################################
+    # *****START OF YOUR CODE (DO NOT DELETE/MODIFY THIS LINE)*****
+
+    out = np.maximum(0, x)
+
+    # *****END OF YOUR CODE (DO NOT DELETE/MODIFY THIS LINE)*****
+    ###########################################################################
+    #                             END OF YOUR CODE                            #
+    ###########################################################################
+    cache = x
+    return out, cache
+'''
+
+
+def test_an_untouched_template_is_missing_even_when_its_own_lines_raise(tmp_path):
+    path = tmp_path / "template.py"
+    path.write_text(TEMPLATE_2016)
+    code, out, _ = _verify("--impl", str(path), "--json", "-k", "2", "--only",
+                           "affine_forward,affine_backward,relu_forward", "--sandbox", "none")
+    doc = json.loads(out)
+    assert doc["functions"] == {"affine_forward": "missing", "affine_backward": "missing", "relu_forward": "pass"}
+    messages = {c["function"]: c["message"] for c in doc["checks"] if c["status"] == "missing"}
+    assert "TODO blocks are empty" in messages["affine_forward"]
+    assert doc["status"] == "incomplete"
