@@ -64,13 +64,17 @@ def graded(tmp_path_factory):
           '    next_w = w - config["learning_rate"] * dw / np.sqrt(config["cache"] + config["epsilon"])')
     _edit(optim, '    v = config["momentum"] * v - config["learning_rate"] * dw\n    next_w = w + v',
           '    v = config["momentum"] * v + config["learning_rate"] * dw\n    next_w = w - v')
+    shutil.copytree(COURSE / "2019", root / "eve")  # her net has no layer norm yet
+    _edit(root / "eve" / "assignment2" / "cs231n" / "classifiers" / "fc_net.py",
+          "            if normalization is not None and i < self.num_layers - 1:",
+          "            if normalization == 'batchnorm' and i < self.num_layers - 1:")
     code, out, err = _verify("--impl", str(root), "--json", "-k", "3", "-j", "2")
     doc = json.loads(out)
     return {"code": code, "doc": doc, "by_name": {s["name"]: s for s in doc["submissions"]}}
 
 
 def test_a_class_folder_gives_one_result_per_entry_named_by_the_entry(graded):
-    assert sorted(graded["by_name"]) == ["alice", "bob.zip", "carol", "dave"]
+    assert sorted(graded["by_name"]) == ["alice", "bob.zip", "carol", "dave", "eve"]
 
 
 def test_both_eras_pass_everything_with_no_option(graded):
@@ -81,8 +85,23 @@ def test_both_eras_pass_everything_with_no_option(graded):
         assert submission["dropout_convention"] == convention
         assert set(submission["functions"]) >= {"affine_relu_forward", "FullyConnectedNet.loss",
                                                 "sgd", "sgd_momentum", "rmsprop", "adam"}
-        configurations = {c["gradient"] for c in submission["checks"] if c["function"] == "FullyConnectedNet.loss"}
-        assert configurations == {"loss", "W", "b", "gamma", "beta"}  # its normalization was checked too
+        net = [c for c in submission["checks"] if c["function"] == "FullyConnectedNet.loss"]
+        assert {c["gradient"] for c in net} == {"loss", "W", "b", "gamma", "beta"}
+        # each normalization its net offers is checked on its own
+        expected = {"plain", "batchnorm"} if name == "alice" else {"plain", "batchnorm", "layernorm"}
+        assert {c["configuration"] for c in net} == expected
+
+
+def test_a_configuration_the_net_does_not_support_is_skipped_with_why_and_the_others_are_checked(graded):
+    eve = graded["by_name"]["eve"]
+    net = [c for c in eve["checks"] if c["function"] == "FullyConnectedNet.loss"]
+    statuses = {}
+    for check in net:
+        statuses.setdefault(check["configuration"], set()).add(check["status"])
+    assert statuses == {"plain": {"pass"}, "batchnorm": {"pass"}, "layernorm": {"missing"}}
+    message = next(c["message"] for c in net if c["configuration"] == "layernorm")
+    assert "normalization='layernorm' is not supported" in message and "gamma1" in message
+    assert eve["functions"]["FullyConnectedNet.loss"] == "missing" and eve["status"] == "incomplete"
 
 
 def test_a_starter_module_that_does_not_import_fails_only_what_depends_on_it(graded):

@@ -86,6 +86,7 @@ class Builder:
         self.caller = caller or Caller(None)  # twingrad's own net is called in process
         self.keep_prob = keep_prob  # the course year's meaning of the dropout argument
         self.parameters = self.caller.signature("FullyConnectedNet") if self.student else set()
+        self.unsupported = False  #: the last error came from building the net for its configuration
 
     def supports(self, normalization, dropout) -> bool:
         if not self.student:
@@ -136,6 +137,7 @@ class Builder:
         for name, off in (("dropout", 1.0 if self.keep_prob else 0.0), ("dropout_keep_ratio", 1.0)):
             if name in self.parameters:
                 kwargs[name] = off
+        self.unsupported = True  # until the net is built with the configuration's parameters
         model = self.caller("FullyConnectedNet", list(arch.hidden_dims), **kwargs)
         params = self.caller.get(FUNCTION, model, "params")
         expected = _param_names(arch)
@@ -143,6 +145,7 @@ class Builder:
             found = sorted(params) if isinstance(params, dict) else "no params dict"
             raise UserError(f"FullyConnectedNet({', '.join(f'{k}={v!r}' for k, v in kwargs.items())}).params has "
                             f"keys {found}; expected the CS231n names {expected}")
+        self.unsupported = False
         return model, params
 
 
@@ -250,7 +253,7 @@ def check_architectures(architectures, settings, builder: Builder | None = None)
     builder = builder or Builder()
     collector = Collector(FUNCTION, settings, first_input="X")
     exact = tolerance("exact", settings.np_dtype)
-    case, arch = None, None
+    case = None
     try:
         for key, arch_or_draw in architectures:
             for case in settings.case_indices():
@@ -261,6 +264,27 @@ def check_architectures(architectures, settings, builder: Builder | None = None)
         message = err.message if isinstance(err, UserError) else f"FullyConnectedNet.loss: {err}"
         return [function_record(FUNCTION, "error", message, settings, case=case, shapes={})]
     return collector.records(lambda f, g, outcome: diagnose(f, g, outcome, settings))
+
+
+def check_configurations(architectures, settings, builder: Builder) -> list[Record]:
+    """A student's net, one configuration at a time: each gets its own records (``configuration``
+    names it), and one that fails to build or to run leaves the others checked.
+
+    A configuration whose net cannot be built (the class rejects ``normalization="layernorm"``,
+    or builds no ``gamma``/``beta`` for it) is reported as not supported: ``missing``, with why.
+    """
+    records = []
+    for key, arch_or_draw in architectures:
+        found = check_architectures([(key, arch_or_draw)], settings, builder)
+        name = key.split("/")[0].replace("None", "plain")
+        for record in found:
+            record.configuration = name
+            if record.status == "error" and name != "plain" and builder.unsupported:
+                record.status = "missing"
+                record.message = f"normalization={name!r} is not supported: {record.message}"
+        builder.unsupported = False
+        records += found
+    return records
 
 
 def _network_case(key, arch_or_draw, case, builder, settings, collector, exact) -> None:
@@ -338,7 +362,10 @@ def check_student_network(caller, settings) -> list[Record]:
     """A module's own FullyConnectedNet class, if it defines one, over the sweep it supports."""
     if caller.kind("FullyConnectedNet") != "class":
         return [function_record(FUNCTION, "missing", "not defined (no FullyConnectedNet class)", settings)]
-    return check_sweep(settings, Builder(caller, settings.keep_prob))
+    builder = Builder(caller, settings.keep_prob)
+    architectures = [(f"{normalization}/{dropout}", _random_architecture(normalization, dropout))
+                     for normalization, dropout in SWEEP if builder.supports(normalization, dropout)]
+    return check_configurations(architectures, settings, builder)
 
 
 def check_network(arch: Architecture, settings) -> list[Record]:

@@ -70,9 +70,13 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
 
 def checks_table(records: list[Record]) -> str:
     """One row per checked quantity: function, gradient, shapes tried, max abs err, max rel err, status."""
-    rows = [[r.function, r.gradient or "-", _shapes_text(r.shapes), _error_text(r.max_abs_error),
+    rows = [[_function_text(r), r.gradient or "-", _shapes_text(r.shapes), _error_text(r.max_abs_error),
              _error_text(r.max_rel_error), r.status] for r in records]
     return _table(["function", "gradient", "shapes tried", "max abs err", "max rel err", "status"], rows)
+
+
+def _function_text(record: Record) -> str:
+    return f"{record.function}[{record.configuration}]" if record.configuration else record.function
 
 
 def details_text(records: list[Record]) -> str:
@@ -87,7 +91,7 @@ def details_text(records: list[Record]) -> str:
         for r in errors:
             message = r.message or ""
             # most messages already start with the function ("affine_backward raised ..."): never twice
-            lines.append(f"  {message}" if message.startswith(r.function) else f"  {r.function}: {message}")
+            lines.append(f"  {message}" if message.startswith(r.function) else f"  {_function_text(r)}: {message}")
             if r.diagnosis and r.diagnosis.get("reproduce"):
                 lines.append(f"    reproduce: {r.diagnosis['reproduce']}")
         parts.append("Errors\n" + "\n".join(lines))
@@ -97,7 +101,7 @@ def details_text(records: list[Record]) -> str:
     missing = [r for r in records if r.status == "missing"]
     undefined = [r.function for r in missing if r.message and r.message.startswith("not defined")]
     lines = [f"  not defined: {', '.join(undefined)}"] if undefined else []
-    lines += [f"  {r.function}: {r.message}" for r in missing if r.function not in undefined]
+    lines += [f"  {_function_text(r)}: {r.message}" for r in missing if r.function not in undefined]
     if lines:
         parts.append("Missing\n" + "\n".join(lines))
     return "\n\n".join(parts)

@@ -72,10 +72,12 @@ class Record:
     redraws: int = 0
     message: str | None = None
     diagnosis: dict | None = None
+    configuration: str | None = None  #: a student's FullyConnectedNet: plain, batchnorm or layernorm
 
     def to_json(self) -> dict:
         return {
-            "function": self.function, "gradient": self.gradient, "kind": self.kind, "status": self.status,
+            "function": self.function, "configuration": self.configuration, "gradient": self.gradient,
+            "kind": self.kind, "status": self.status,
             "message": self.message, "seed": self.seed, "dtype": self.dtype, "mode": self.mode,
             "cases": self.cases, "shapes": [list(s) for s in self.shapes],
             "max_abs_error": _finite_or_none(self.max_abs_error), "max_rel_error": _finite_or_none(self.max_rel_error),

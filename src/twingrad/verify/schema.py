@@ -17,10 +17,12 @@ _TOLERANCE = {"type": "object", "required": ["atol", "rtol"],
 CHECK = {
     "type": "object",
     "description": "One checked quantity of one CS231n function, over all its cases.",
-    "required": ["function", "gradient", "kind", "status", "message", "seed", "dtype", "mode", "cases", "shapes",
+    "required": ["function", "configuration", "gradient", "kind", "status", "message", "seed", "dtype", "mode", "cases", "shapes",
                  "max_abs_error", "max_rel_error", "tolerance", "references", "kinks", "redraws", "diagnosis"],
     "properties": {
         "function": {"type": "string", "description": "CS231n name: affine_backward, svm_loss, FullyConnectedNet.loss"},
+        "configuration": {"type": ["string", "null"],
+                          "description": "a student's FullyConnectedNet.loss: plain, batchnorm or layernorm"},
         "gradient": {"type": ["string", "null"],
                      "description": "dx, dw, ... for gradients; out, loss, running_mean, running_var, out_test, "
                                     "keep_fraction, seed for forward checks; W, b, gamma, beta for the network; "
