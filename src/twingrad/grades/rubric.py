@@ -122,9 +122,8 @@ class _Reader:
         self.known = known
 
     def fail(self, where: tuple, message: str):
-        line = self.lines.get(where)
-        if line is None:  # a key defined in a way the locator does not follow: name its table
-            line = self.lines.get(where[:1])
+        # a key the locator did not find (written in a way it does not follow): the nearest enclosing one
+        line = next((self.lines[where[:n]] for n in range(len(where), 0, -1) if where[:n] in self.lines), None)
         at = f", line {line}" if line else ""
         raise RubricError(f"rubric {self.path}{at}: {message}")
 
@@ -175,10 +174,11 @@ class _Reader:
         if isinstance(value, dict):
             for name in value:
                 if name not in ("points", "visibility"):
-                    self.fail(where, f"unknown key {name!r} for {key!r}; expected points and visibility")
+                    self.fail(where + (name,), f"unknown key {name!r} for {key!r}; expected points and visibility")
             if "points" not in value:
                 self.fail(where, f"{key!r} has no points: write {{ points = 2, ... }}")
-            visibility = None if "visibility" not in value else self.visibility(where, value["visibility"])
+            visibility = None if "visibility" not in value else self.visibility(where + ("visibility",),
+                                                                                 value["visibility"])
             value = value["points"]
         points = self.number(where, value, f"points of {key!r}")
         return Item(key, function, found.group("configuration"), points, visibility)
