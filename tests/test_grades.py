@@ -285,6 +285,13 @@ def test_gradescope_without_a_rubric_is_a_point_per_function(classroom):
     assert results["score"] == 4.0 and all(t["max_score"] == 1.0 for t in results["tests"])
 
 
+def test_the_terminal_shows_the_points_after_the_table(classroom):
+    code, out, _ = _verify("--impl", str(classroom / "submissions" / "wrong.py"), "--only", ONLY, "-k", "2",
+                           "--rubric", str(classroom / "rubric.toml"))
+    assert code == 1
+    assert out.rstrip().endswith(f"Points ({classroom / 'rubric.toml'})\n  wrong.py  6.5 / 10")
+
+
 def test_gradescope_refuses_a_class_before_grading_it(classroom, tmp_path):
     code, out, err = _verify("--impl", str(classroom / "submissions"), "--gradescope", str(tmp_path / "r.json"))
     assert code == 2 and "one submission" in err and "3" in err

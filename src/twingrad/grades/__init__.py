@@ -27,10 +27,10 @@ from dataclasses import dataclass
 
 from . import csv_report, gradescope, junit
 from .rubric import Rubric, RubricError, load_rubric
-from .scoring import Gradebook, grade_document, submissions_of
+from .scoring import Gradebook, grade_document, points_text, submissions_of
 
 __all__ = ["GradeOutputs", "Gradebook", "Rubric", "RubricError", "add_arguments", "grade_document",
-           "load_rubric", "validate_arguments", "write_outputs"]
+           "load_rubric", "points_summary", "validate_arguments", "write_outputs"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -92,6 +92,16 @@ class GradeOutputs:
                 raise ValueError(f"cannot write {path}: {exc.strerror or exc}") from None
         annotate(doc, book)
         return book
+
+
+def points_summary(book: Gradebook) -> str:
+    """A few lines for the terminal: each submission's points, and where the rubric came from."""
+    source = book.rubric.source or "one point per checked function"
+    width = max(len(sub.name) for sub in book.submissions) if book.submissions else 0
+    lines = [f"Points ({source})"]
+    lines += [f"  {sub.name.ljust(width)}  {points_text(sub.points)} / {points_text(sub.max_points)}"
+              for sub in book.submissions]
+    return "\n".join(lines)
 
 
 def validate_arguments(args: argparse.Namespace, known_functions) -> GradeOutputs:
