@@ -383,6 +383,15 @@ def test_a_good_rubric_reads_as_written(classroom):
     assert (rubric.visibility, rubric.stdout_visibility) == ("after_published", "hidden")
 
 
+def test_the_documented_rubric_reads_with_twingrad_s_function_names(tmp_path):
+    from twingrad.verify.checking import function_names
+
+    text = (Path(__file__).parent.parent / "docs" / "grading.md").read_text()
+    (tmp_path / "rubric.toml").write_text(text.split("```toml\n")[1].split("```")[0])
+    rubric = load_rubric(str(tmp_path / "rubric.toml"), function_names())
+    assert sum(item.points for item in rubric.items) == 18  # as its first line says
+
+
 # -- documents with the fields the grader rewrite adds ---------------------------------------------
 
 def _check(function, status, configuration=None, text=None, message=None, gradient="dx"):
