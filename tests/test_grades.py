@@ -186,6 +186,14 @@ def test_the_files_agree_with_the_json_report_on_every_status(request, run):
                                "pass": []}[row[case.get("name")]]
 
 
+def test_the_graded_report_still_matches_the_json_schema(with_rubric):
+    from twingrad.verify.schema import SCHEMA
+
+    jsonschema = pytest.importorskip("jsonschema")
+    jsonschema.validate(with_rubric["doc"], SCHEMA)
+    assert all("grade" in s for s in with_rubric["doc"]["submissions"])
+
+
 def _check_junit(root: ET.Element) -> None:
     """The structure junit-10.xsd requires, in the stricter older element order."""
     assert root.tag == "testsuites"

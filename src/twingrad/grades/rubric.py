@@ -133,8 +133,8 @@ class _Reader:
                 self.fail((key,), f"unknown key {key!r}; a rubric has the tables {', '.join(_TOP_LEVEL)}")
         if not isinstance(data.get("points"), dict) or not data["points"]:
             where = ("points",) if "points" in data else ()
-            self.fail(where, "no [points] table: list each graded function with its points, "
-                             "e.g. affine_backward = 2")
+            what = "an empty [points] table" if data.get("points") == {} else "no [points] table"
+            self.fail(where, f"{what}: list each graded function with its points, e.g. affine_backward = 2")
         items = tuple(self.item(key, value) for key, value in data["points"].items())
         credit = dict(DEFAULT_CREDIT)
         for status, value in self.table(data, "credit").items():
