@@ -421,7 +421,8 @@ def _future_doc():
     net = "FullyConnectedNet.loss"
     return {"schema": "twingrad-verify/1", "twingrad_version": "9.9", "settings": {"only": []}, "exit_code": 2,
             "submissions": [
-                {"path": "class/alice/layers.py", "name": "alice", "status": "incomplete", "exit_code": 0,
+                {"path": "class/alice/layers.py", "name": "alice", "status": "incomplete", "exit_code": 1,
+                 "uses_twingrad": True,
                  "functions": {"sgd": "pass", "adam": "missing", net: "kink"},
                  "timings": {"sgd": 0.25, net: 1.5},
                  "checks": [_check("sgd", "pass", gradient="next_w"), _check("adam", "missing", gradient=None),
@@ -484,7 +485,10 @@ def test_future_documents_in_every_format(tmp_path):
     bob = next(s for s in root if s.get("name") == "bob/layers.py")
     assert "\ufffd" in bob.find("testcase[@name='sgd']/error").text
     assert bob.find("testcase[@name='FullyConnectedNet.loss[batchnorm]']/failure").get("message") == "W2 is wrong"
-    assert next(s for s in root if s.get("name") == "alice").get("time") == "1.750"
+    alice = next(s for s in root if s.get("name") == "alice")
+    assert alice.get("time") == "1.750"
+    assert {p.get("name"): p.get("value") for p in alice.find("properties")}["uses_twingrad"] == "true"
+    assert {p.get("name"): p.get("value") for p in bob.find("properties")}["uses_twingrad"] == "false"
     rows = list(csv.reader((tmp_path / "c.csv").open(newline="")))
     assert [r[:4] for r in rows[1:]] == [["alice", "incomplete", "5", "8"], ["bob/layers.py", "fail", "3.5", "8"],
                                          ["carol/layers.py", "internal_error", "1", "8"],
@@ -521,6 +525,7 @@ def test_a_kink_passes_on_gradescope(tmp_path):
                                                                            "passed", 3.0)
     assert batchnorm["visibility"] == "hidden" and results["tests"][0]["visibility"] == "visible"
     assert results["execution_time"] == 2  # 1.75 s, rounded
+    assert results["extra_data"]["uses_twingrad"] is True
 
 
 def test_files_are_replaced_whole_or_not_at_all(tmp_path, monkeypatch):

@@ -22,7 +22,7 @@ def results(book: Gradebook) -> dict:
     tests = [{"name": item.key, "score": item.points, "max_score": item.max_points,
               "status": "passed" if item.passed else "failed", "output": item.text,
               "visibility": item.visibility} for item in sub.items]
-    extra = {"twingrad_version": book.version, "status": sub.status}
+    extra = {"twingrad_version": book.version, "status": sub.status, "uses_twingrad": sub.uses_twingrad}
     if sub.status == "internal_error" and sub.problem:
         extra["internal_error"] = sub.problem  # for the staff: extra_data is stored, never shown to students
     return {

@@ -42,7 +42,8 @@ def element(book: Gradebook) -> ET.Element:
                               skipped=str(sum(i.status == "missing" for i in sub.items)), time=_seconds(seconds))
         properties = ET.SubElement(suite, "properties")
         for name, value in (("status", sub.status), ("points", points_text(sub.points)),
-                            ("max_points", points_text(sub.max_points)), ("path", sub.path or "")):
+                            ("max_points", points_text(sub.max_points)), ("path", sub.path or ""),
+                            ("uses_twingrad", str(sub.uses_twingrad).lower())):
             ET.SubElement(properties, "property", name=name, value=_clean(value))
         for item in sub.items:
             _testcase(suite, sub.name, item)

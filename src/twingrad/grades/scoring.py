@@ -49,6 +49,7 @@ class SubmissionGrade:
     max_points: float
     items: list[ItemGrade]
     problem: str | None = None  #: the import error paragraph or the internal error's traceback
+    uses_twingrad: bool = False  #: the submission imports twingrad (reported; the points do not change)
 
 
 @dataclass
@@ -125,7 +126,8 @@ def _grade_submission(sub: dict, name: str, rubric: Rubric) -> SubmissionGrade:
     problem = sub.get("internal_error") if status == "internal_error" else sub.get("import_error")
     return SubmissionGrade(name=name, path=sub.get("path"), status=status,
                            points=_round(sum(i.points for i in items)),
-                           max_points=_round(sum(i.max_points for i in items)), items=items, problem=problem)
+                           max_points=_round(sum(i.max_points for i in items)), items=items, problem=problem,
+                           uses_twingrad=bool(sub.get("uses_twingrad")))
 
 
 def _worst(statuses) -> str:
