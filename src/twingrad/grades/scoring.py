@@ -2,10 +2,11 @@
 
 Works from the document ``twingrad verify --json`` prints (a dict), never from
 twingrad's internal records, so the grade book is a pure function of what the
-teacher can read. Fields introduced after schema ``twingrad-verify/1`` are
+teacher can read, saved or fresh. Fields that older reports lack are
 optional: a submission's ``name`` (default: the basename of ``path``),
 ``timings`` (function -> seconds, default 0), ``internal_error`` (a traceback),
-a check's ``configuration``.
+``uses_twingrad``, a check's ``configuration`` (none: every configuration of
+the function has the function's status).
 """
 
 from __future__ import annotations
