@@ -37,6 +37,7 @@ import dataclasses
 import sys
 import time
 
+from .. import grades
 from . import report
 from .calling import Caller
 from .checking import add_dependency_notes, check_module, function_names
@@ -108,6 +109,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--net", metavar="ARCH",
                         help="check one FullyConnectedNet, e.g. 3072-100x5-10 or "
                              "3072-100x5-10,batchnorm,dropout=0.25,batch=50")
+    grades.add_arguments(parser)
 
 
 def _memory_limit(text: str) -> int:
@@ -151,6 +153,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     convention = convention or ("auto" if args.impl else "drop")
     try:
+        args.grade_outputs = grades.validate_arguments(args, known)
         settings = Settings(seed=args.seed, cases=args.cases, case=args.case, mode=args.mode, dtype=args.dtype,
                             keep_prob=convention == "keep", dropout_convention=convention,
                             only=tuple(_only(args)))
@@ -198,7 +201,8 @@ def _run_impl(args, settings, start) -> int:
     with tempfile.TemporaryDirectory(prefix="twingrad-snapshots-") as workdir:
         try:
             submissions = discover(args.impl, workdir)
-        except SubmissionError as exc:
+            args.grade_outputs.check_count(len(submissions))
+        except (SubmissionError, ValueError) as exc:
             print(f"twingrad verify: {exc}", file=sys.stderr)
             return 2
         progress = None
@@ -211,8 +215,11 @@ def _run_impl(args, settings, start) -> int:
         add_dependency_notes(s.records)
     if len(submissions) == 1:
         return _finish(args, settings, submissions[0], time.perf_counter() - start)
+    doc = report.document(settings, submissions=submissions)
+    book = _write_grades(args, doc)
+    if book is False:
+        return 2
     if args.json:
-        doc = report.document(settings, submissions=submissions)
         print(report.dumps(doc))
         return doc["exit_code"]
     print(report.submissions_table(submissions))
@@ -220,12 +227,26 @@ def _run_impl(args, settings, start) -> int:
     counted = ", ".join(f"{statuses.count(k)} {k.replace('_', ' ')}" for k in report.SUBMISSION_STATUSES
                         if statuses.count(k))
     print(f"\n{len(submissions)} submissions in {time.perf_counter() - start:.1f} s: {counted}")
+    if book:
+        print("\n" + grades.points_summary(book))
     return max(report.submission_code(s) for s in submissions)
 
 
+def _write_grades(args, doc):
+    """Write the grade files asked for, adding the points to ``doc``: the grade book, None, or False on failure."""
+    try:
+        return args.grade_outputs.write(doc)
+    except ValueError as exc:
+        print(f"twingrad verify: {exc}", file=sys.stderr)
+        return False
+
+
 def _finish(args, settings, submission, seconds) -> int:
+    doc = report.document(settings, submission=submission)
+    book = _write_grades(args, doc)
+    if book is False:
+        return 2
     if args.json:
-        doc = report.document(settings, submission=submission)
         print(report.dumps(doc))
         return doc["exit_code"]
     if submission.import_error:
@@ -238,4 +259,6 @@ def _finish(args, settings, submission, seconds) -> int:
     for line in report.notes(submission):
         print("\n" + line)
     print("\n" + report.summary_line(submission, seconds))
+    if book:
+        print("\n" + grades.points_summary(book))
     return report.submission_code(submission)
