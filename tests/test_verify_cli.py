@@ -108,6 +108,10 @@ def test_the_docs_describe_every_field_of_a_check():
     (["--memory-limit", "10"], "--memory-limit must be 0 (no limit) or at least 256 MB"),
     (["--seed", "-3"], "--seed must be >= 0"),
     (["--sandbox", "docker"], "invalid choice: 'docker'"),
+    (["--net", "0-0-0"], "layer sizes must be >= 1 and the class count >= 2, got '0-0-0'"),
+    (["--net", "5-3-2,dropout=1.5"], "dropout must be a drop probability in [0, 1), got '1.5'"),
+    (["--net", "5-3-2,batch=0"], "batch must be an integer in [2, 100000]"),
+    (["--net", "5-3-2,reg=x"], "reg must be a number in [0, 1e6], got 'x'"),
 ])
 def test_bad_options_exit_2_with_a_message(argv, message):
     try:
@@ -121,3 +125,13 @@ def test_bad_options_exit_2_with_a_message(argv, message):
         last = err.strip().splitlines()[-1]  # the usage, then one line naming the option
         assert "Traceback" not in err and last.startswith("twingrad verify: error: argument") and message in last
     assert code == 2 and message in err
+
+
+def test_auto_projects_every_input_of_a_large_network():
+    code, out, _ = _verify("--net", "3072-100-10", "-k", "1", "--json")
+    doc = json.loads(out)
+    assert code == 0
+    modes = {c["gradient"]: c["mode"] for c in doc["checks"] if c["kind"] == "gradient"}
+    assert modes == {"W": "fast", "b": "fast"}  # b1 has 100 elements, but behind 307 200 weights
+    small = json.loads(_verify("--net", "5-4-3", "-k", "1", "--json")[1])
+    assert {c["mode"] for c in small["checks"] if c["kind"] == "gradient"} == {"full"}

@@ -45,6 +45,9 @@ from .calling import shape_note
 
 # Above this many elements, the fast mode's fallback differences a sample of elements, not all.
 FALLBACK_LIMIT = 20_000
+# 'auto' differences an input element by element while (its elements) x (all inputs' elements) stays
+# below this: every registry layer and the default network sweep; a CIFAR-sized network projects.
+FULL_BUDGET = 5_000_000
 
 
 class HandError(Exception):
@@ -118,7 +121,8 @@ def check_problem(problem: Problem, rng: np.random.Generator, dtype, mode: str =
     dtype : dtype
         The dtype of the hand code: selects the tolerances.
     mode : {'auto', 'full', 'fast'}
-        'auto' projects the inputs with more than ``fast_threshold`` elements.
+        'auto' projects the inputs with more than ``fast_threshold`` elements, and every input of a
+        problem so large that differencing it element by element would be slow (:data:`FULL_BUDGET`).
     h : float, optional
         Finite-difference step (default: float64's, as differences run in float64).
     dout : array or float, optional
@@ -157,6 +161,7 @@ def check_problem(problem: Problem, rng: np.random.Generator, dtype, mode: str =
         signs = np.sign(problem.kinks(*arrays64)) if problem.kinks else None
         return value, signs
 
+    total = sum(a.size for a in arrays64)
     noise = _twin_noise(problem, names, auto, hand_dout, dtype)
     hand_noise = None
     outcomes = []
@@ -174,7 +179,9 @@ def check_problem(problem: Problem, rng: np.random.Generator, dtype, mode: str =
                 tol_numeric = _widened(tol_numeric, hand_noise[gname])
                 vs_autograd = compare(got, expected, tol_exact, "autograd")
         size = arrays64[i].size
-        use_fast = mode == "fast" or (mode == "auto" and size > fast_threshold)
+        # auto: per element when that is cheap; an evaluation costs about one pass over every input,
+        # so a large network projects even its small inputs (a bias of 100 behind 300 000 weights)
+        use_fast = mode == "fast" or (mode == "auto" and (size > fast_threshold or size * total > FULL_BUDGET))
         arrays = {"got": got, "autograd": expected}
         fell_back = False
         if use_fast:

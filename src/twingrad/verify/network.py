@@ -10,9 +10,11 @@ CIFAR-sized ``3072-100x5-10``, where the fast (projection) mode pays off.
 from __future__ import annotations
 
 import re
+import sys
 from dataclasses import dataclass
 
 import numpy as np
+from tqdm import tqdm
 
 from ..fc_net import FullyConnectedNet, twin_forward, twin_loss
 from ..gradcheck import compare, tolerance
@@ -59,18 +61,33 @@ def parse_architecture(text: str) -> Architecture:
         sizes += [int(match.group(1))] * int(match.group(2) or 1)
     if len(sizes) < 2:
         raise ValueError(f"an architecture needs at least an input size and a class count, got {head!r}")
+    if min(sizes) < 1 or sizes[-1] < 2:
+        raise ValueError(f"layer sizes must be >= 1 and the class count >= 2, got {head!r}")
+    if sum(a * b for a, b in zip(sizes, sizes[1:])) > 50_000_000:
+        raise ValueError(f"{head!r} has over 50 million weights: too large to check here")
     fields: dict = {}
     for option in options:
+        key, _, value = option.partition("=")
         if option in ("batchnorm", "layernorm"):
             fields["normalization"] = option
-        elif re.fullmatch(r"(dropout|reg)=[0-9.]+", option):
-            key, value = option.split("=")
-            fields[key] = float(value)
-        elif re.fullmatch(r"batch=\d+", option):
-            fields["batch"] = int(option.split("=")[1])
+        elif key in _RANGES and value:
+            kind, low, high, allowed = _RANGES[key]
+            try:
+                number = kind(value)
+            except ValueError:
+                number = None
+            if number is None or not low <= number <= high or (key == "dropout" and number == 1):
+                raise ValueError(f"network option {key} must be {allowed}, got {value!r}")
+            fields[key] = number
         else:
             raise ValueError(f"unknown network option {option!r}: use batchnorm, layernorm, dropout=P, reg=R, batch=N")
     return Architecture(sizes[0], tuple(sizes[1:-1]), sizes[-1], **fields)
+
+
+# option -> (type, low, high, the allowed range in words)
+_RANGES = {"dropout": (float, 0.0, 1.0, "a drop probability in [0, 1)"),
+           "reg": (float, 0.0, 1e6, "a number in [0, 1e6]"),
+           "batch": (int, 2, 100_000, "an integer in [2, 100000] (batch norm needs 2)")}
 
 
 class Builder:
@@ -244,11 +261,12 @@ def _loss_from_scores(scores, y, params, settings) -> float:
     return loss + 0.5 * settings["reg"] * sum(np.sum(W * W) for W in weights)
 
 
-def check_architectures(architectures, settings, builder: Builder | None = None) -> list[Record]:
+def check_architectures(architectures, settings, builder: Builder | None = None, progress=None) -> list[Record]:
     """Every record of ``FullyConnectedNet.loss`` over ``architectures``, ``settings.cases`` cases each.
 
     ``architectures`` is a list of ``(key, arch)`` pairs, where ``arch`` is an
-    :class:`Architecture` or ``draw(rng) -> Architecture`` for a random one per case.
+    :class:`Architecture` or ``draw(rng) -> Architecture`` for a random one per case;
+    ``progress()`` is called after each case.
     """
     builder = builder or Builder()
     collector = Collector(FUNCTION, settings, first_input="X")
@@ -258,6 +276,8 @@ def check_architectures(architectures, settings, builder: Builder | None = None)
         for key, arch_or_draw in architectures:
             for case in settings.case_indices():
                 _network_case(key, arch_or_draw, case, builder, settings, collector, exact)
+                if progress:
+                    progress()
     except calling.Stub as stub:
         return [function_record(FUNCTION, "missing", str(stub), settings)]
     except (UserError, HandError) as err:
@@ -369,5 +389,8 @@ def check_student_network(caller, settings) -> list[Record]:
 
 
 def check_network(arch: Architecture, settings) -> list[Record]:
-    """One architecture, ``settings.cases`` random draws of its weights and batch."""
-    return check_architectures([(str(arch), arch)], settings)
+    """One architecture, ``settings.cases`` random draws of its weights and batch (progress on stderr
+    when a run takes more than a few seconds)."""
+    with tqdm(total=len(settings.case_indices()), desc=f"FullyConnectedNet {arch}", unit="case", delay=3,
+              file=sys.stderr, leave=False) as bar:
+        return check_architectures([(str(arch), arch)], settings, progress=bar.update)
