@@ -37,7 +37,7 @@ import struct
 import numpy as np
 
 MAGIC = b"TGW1"
-MAX_MESSAGE = 256 * 2**20  #: bytes in one message: the judge never holds more from a runner
+MAX_MESSAGE = 64 * 2**20  #: bytes in one message: the judge never holds more from a runner
 MAX_HEADER = 2**20
 MAX_DEPTH = 24
 MAX_ITEMS = 100_000
