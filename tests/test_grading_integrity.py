@@ -112,8 +112,9 @@ def graded(request, tmp_path_factory):
                                        "--sandbox", mode)
     good_source = (folder / "good.py").read_text()
     start = time.monotonic()
+    # 10 s a function: the endless loop costs that much; importing twingrad (one attack does) fits in it
     code, out, err = _verify("--impl", str(folder), "--json", "-k", "2", "--only", ONLY, "-j", "2",
-                             "--timeout", "3", "--sandbox", mode)
+                             "--timeout", "10", "--sandbox", mode)
     elapsed = time.monotonic() - start
     report.write_text(out)
     time.sleep(1.5)  # the detached writer would have struck by now
@@ -150,7 +151,7 @@ def test_the_attacks_are_reported_as_what_they_are(graded):
     assert by_name["patch_the_checker.py"]["uses_twingrad"] is True
     assert by_name["good.py"]["uses_twingrad"] is False
     assert "malformed" in message("flood_the_channel") or "died" in message("flood_the_channel")
-    assert "did not finish within 3 s" in message("endless")
+    assert "did not finish within 10 s" in message("endless")
     assert "died" in message("forge_the_channel") or "malformed" in message("forge_the_channel")
 
 
@@ -170,8 +171,9 @@ def test_the_correct_submission_is_judged_alike_alone_and_beside_every_attacker(
 
 
 def test_the_grader_ends_within_its_budget_and_leaves_no_process(graded):
-    # three timeouts of 3 s (endless, flood, a hung classmate) spread over two jobs, and start-up
-    assert graded["elapsed"] < 60
+    # one timeout of 10 s (the endless loop) and everyone's start-up, over two jobs: a grader waiting on
+    # the attackers' threads, children and sleeps (thousands of seconds) would be far past this
+    assert graded["elapsed"] < 120
     assert graded["leftovers"] == []
     assert graded["report"].read_text() == graded["out"]  # nothing rewrote it after the run
 
