@@ -123,11 +123,12 @@ def test_batchnorm_running_averages_follow_momentum_with_biased_variance():
 
 def test_batchnorm_test_mode_uses_running_averages():
     x, gamma, beta = _bn_inputs(np.random.default_rng(2), n=4)
-    param = {"mode": "test", "running_mean": np.arange(5.0), "running_var": np.full(5, 4.0), "eps": 0.0}
+    # eps must be > 0; 4 - eps makes the denominator exactly sqrt(4) = 2
+    param = {"mode": "test", "running_mean": np.arange(5.0), "running_var": np.full(5, 4.0 - 2**-20), "eps": 2.0**-20}
     out, _ = L.batchnorm_forward(x, gamma, beta, param)
     np.testing.assert_allclose(out, gamma * (x - np.arange(5.0)) / 2.0 + beta, rtol=1e-12)
     np.testing.assert_array_equal(param["running_mean"], np.arange(5.0))  # test mode never updates them
-    twin = F.batchnorm(x, gamma, beta, eps=0.0, running_mean=param["running_mean"], running_var=param["running_var"])
+    twin = F.batchnorm(x, gamma, beta, eps=2.0**-20, running_mean=param["running_mean"], running_var=param["running_var"])
     np.testing.assert_allclose(twin, out, rtol=1e-12)
 
 

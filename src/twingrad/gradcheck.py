@@ -54,6 +54,19 @@ def _require_finite(name: str, x: np.ndarray) -> None:
         raise ValueError(f"{name} must be finite for a gradient check, but {name}{list(index)} = {x[index]}")
 
 
+def _require_perturbable(func: str, x, h) -> None:
+    """Refuse what central differences in place cannot use: see :func:`eval_numerical_gradient`."""
+    if not isinstance(x, np.ndarray):
+        raise TypeError(f"{func}: x must be a numpy array (it is perturbed in place), got {type(x).__name__}")
+    if x.dtype.char not in "fd":
+        raise TypeError(
+            f"{func}: x must be a float32 or float64 array, got dtype {x.dtype}; x[i] + h cannot be stored in "
+            f"it, and a converted copy would not be the array f reads: convert the array itself "
+            f"(e.g. W = W.astype(np.float64)) before the check")
+    if not (isinstance(h, (float, int, np.floating, np.integer)) and not isinstance(h, bool) and 0 < h < np.inf):
+        raise ValueError(f"{func}: h must be a finite step > 0, got {h!r}")
+
+
 def _perturbed(x: np.ndarray, offsets: tuple, evaluate: Callable) -> Iterator[tuple]:
     """Yield ``(index, [evaluate() at x[index] + o for o in offsets])``, restoring x each time."""
     for index in np.ndindex(x.shape):
@@ -75,9 +88,13 @@ def eval_numerical_gradient(f: Callable, x: np.ndarray, verbose: bool = True, h:
     ----------
     f : callable
         ``f(x) -> float``.
-    x : ndarray
+    x : ndarray of float32 or float64
         Point of evaluation; perturbed element by element and restored, so it is
-        unchanged on return (also when ``f`` raises).
+        unchanged on return (also when ``f`` raises). An integer (or float16,
+        longdouble, ...) array is refused with a TypeError rather than upcast:
+        ``f`` often reads ``x`` through a model (``lambda _: model.loss(X)[0]``),
+        so the perturbation must land in the very array ``f`` reads, and an
+        integer array cannot hold ``x[i] + h`` (it truncates, silently).
     verbose : bool
         Print each index and its gradient, as CS231n does.
     h : float
@@ -86,7 +103,15 @@ def eval_numerical_gradient(f: Callable, x: np.ndarray, verbose: bool = True, h:
     Returns
     -------
     grad : ndarray, shape of x
+
+    Raises
+    ------
+    TypeError
+        When x is not a float32 or float64 array.
+    ValueError
+        When x holds NaN or infinity, or h is not a finite number > 0.
     """
+    _require_perturbable("eval_numerical_gradient", x, h)
     _require_finite("x", x)
     grad = np.zeros_like(x)
     for index, (plus, minus) in _perturbed(x, (h, -h), lambda: f(x)):
@@ -100,7 +125,10 @@ def eval_numerical_gradient_array(f: Callable, x: np.ndarray, df: np.ndarray, h:
     """Central-difference vector-Jacobian product ``df . d f(x) / dx`` of an array function.
 
     ``f(x)`` returns an array shaped like ``df``; ``x`` is restored on return.
+    ``x`` must be a float32 or float64 array, for the reasons given in
+    :func:`eval_numerical_gradient`.
     """
+    _require_perturbable("eval_numerical_gradient_array", x, h)
     _require_finite("x", x)
     grad = np.zeros_like(x)
     for index, (plus, minus) in _perturbed(x, (h, -h), lambda: f(x)):

@@ -6,6 +6,21 @@ twingrad's are interchangeable. The pure, autograd-differentiated versions of
 the same functions live in :mod:`twingrad.functional` under the same name root
 (``affine_forward`` <-> ``functional.affine``). Batch and layer normalization
 live in :mod:`twingrad.normalization` and are re-exported here.
+
+Rules every layer here follows (checked in :mod:`twingrad._validate`):
+
+- **dtypes**: float arrays must be float32 or float64 (float16 and longdouble
+  are refused: no twin, tolerance or fast path is written for them). Mixed
+  float32/float64 inputs are promoted as numpy promotes them
+  (``np.result_type``, so float64 wins): the output, the cache and every
+  gradient have the promoted dtype, and a backward converts ``dout`` to it.
+- **caches**: each forward returns a named cache (:class:`AffineCache`,
+  :class:`ReluCache`, :class:`DropoutCache`, ``BatchNormCache``,
+  ``LayerNormCache``); each backward checks it got its own forward's cache
+  and otherwise names the cache it expected and the forward that made the
+  one it got. (``relu_backward`` also takes a bare ``x``, CS231n's ReLU cache.)
+- **empty batches**: the losses are means over the batch and refuse N = 0;
+  layers that treat each sample on its own pass an empty batch through.
 """
 
 from __future__ import annotations
@@ -27,9 +42,21 @@ from .normalization import (  # noqa: F401  (re-exported: the CS231n namespace)
 
 
 class AffineCache(NamedTuple):
-    x: np.ndarray  #: input as given, shape (N, d_1, ..., d_k)
+    """What :func:`affine_forward` keeps for :func:`affine_backward`."""
+
+    x: np.ndarray  #: input (in the promoted dtype), shape (N, d_1, ..., d_k)
     w: np.ndarray  #: weights, shape (D, M)
     b: np.ndarray  #: bias, shape (M,)
+
+    made_by = "affine_forward"  # named in the error when another backward is given this cache
+
+
+class ReluCache(NamedTuple):
+    """What :func:`relu_forward` keeps for :func:`relu_backward`: its input."""
+
+    x: np.ndarray
+
+    made_by = "relu_forward"
 
 
 def affine_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, AffineCache]:
@@ -58,6 +85,7 @@ def affine_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray) -> tuple[np.ndar
             f"{x.shape[1:]}; got w.shape = {w.shape}"
         )
     check.shape(f, "b", b, (w.shape[1],), "w.shape[1] outputs")
+    x, w, b = check.promote(x, w, b)
     out = x.reshape(x.shape[0], num_features) @ w
     out += b  # in place: out is a fresh array, so no caller's data is touched
     return out, AffineCache(x, w, b)
@@ -86,8 +114,8 @@ def affine_backward(dout: np.ndarray, cache: AffineCache, *, input_grad: bool = 
     :math:`\\partial L/\\partial X = G W^\\top`, :math:`\\partial L/\\partial W = X^\\top G`
     and :math:`\\partial L/\\partial b = \\sum_n G_n`, where :math:`G = \\partial L/\\partial Y`.
     """
-    x, w, _ = cache
-    dout = check.upstream("affine_backward", dout, (x.shape[0], w.shape[1]))
+    x, w, _ = check.cache("affine_backward", cache, AffineCache, "affine_forward")
+    dout = check.upstream("affine_backward", dout, (x.shape[0], w.shape[1]), x.dtype)
     x2d = x.reshape(x.shape[0], w.shape[0])
     dw = x2d.T @ dout
     db = _fast.sum_rows(dout)  # b was broadcast over the batch: sum it back
@@ -95,19 +123,26 @@ def affine_backward(dout: np.ndarray, cache: AffineCache, *, input_grad: bool = 
     return dx, dw, db
 
 
-def relu_forward(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Rectified linear unit, ``max(x, 0)`` elementwise; any shape. The cache is ``x``."""
+def relu_forward(x: np.ndarray) -> tuple[np.ndarray, ReluCache]:
+    """Rectified linear unit, ``max(x, 0)`` elementwise; any shape. The cache holds ``x``."""
     check.float_array("relu_forward", "x", x)
-    return _fast.relu(x), x
+    return _fast.relu(x), ReluCache(x)
 
 
-def relu_backward(dout: np.ndarray, cache: np.ndarray) -> np.ndarray:
+def relu_backward(dout: np.ndarray, cache: ReluCache | np.ndarray) -> np.ndarray:
     """Gradient of ReLU: ``dout`` where ``x > 0``, else 0.
 
-    At exactly ``x == 0`` the subgradient is 0, as in PyTorch; the twin agrees.
+    ``cache`` is the :class:`ReluCache` of :func:`relu_forward`, or the input
+    ``x`` itself (CS231n's ReLU cache). At exactly ``x == 0`` the subgradient
+    is 0, as in PyTorch; the twin agrees.
     """
-    x = cache
-    dout = check.upstream("relu_backward", dout, x.shape)
+    if isinstance(cache, ReluCache):
+        x = cache.x
+    elif isinstance(cache, np.ndarray):
+        x = check.float_array("relu_backward", "cache", cache)
+    else:
+        check.cache("relu_backward", cache, ReluCache, "relu_forward", " (or its input x)")
+    dout = check.upstream("relu_backward", dout, x.shape, x.dtype)
     # Multiplying by the mask avoids the copy-then-boolean-assign of dx[x <= 0] = 0.
     return dout * (x > 0)
 
@@ -135,6 +170,7 @@ def svm_loss(x: np.ndarray, y: np.ndarray) -> tuple[np.floating, np.ndarray]:
     """
     f = "svm_loss"
     check.float_array(f, "x", x, ndim=2)
+    check.nonempty_batch(f, "x", x)
     num_samples, num_classes = x.shape
     y = check.labels(f, y, num_samples, num_classes)
     rows = np.arange(num_samples)
@@ -173,6 +209,7 @@ def softmax_loss(x: np.ndarray, y: np.ndarray) -> tuple[np.floating, np.ndarray]
     """
     f = "softmax_loss"
     check.float_array(f, "x", x, ndim=2)
+    check.nonempty_batch(f, "x", x)
     num_samples, num_classes = x.shape
     y = check.labels(f, y, num_samples, num_classes)
     rows = np.arange(num_samples)
@@ -187,8 +224,12 @@ def softmax_loss(x: np.ndarray, y: np.ndarray) -> tuple[np.floating, np.ndarray]
 
 
 class DropoutCache(NamedTuple):
+    """What :func:`dropout_forward` keeps for :func:`dropout_backward`."""
+
     mode: str
     mask: np.ndarray | None  #: kept units scaled by 1/(1-p); None in test mode
+
+    made_by = "dropout_forward"
 
 
 def dropout_mask(shape: tuple, p: float, seed, dtype) -> np.ndarray:
@@ -204,14 +245,14 @@ def dropout_mask(shape: tuple, p: float, seed, dtype) -> np.ndarray:
 
 
 def check_dropout_param(func: str, dropout_param) -> tuple[str, float]:
-    """Return ``(mode, p)`` from ``dropout_param``, validated."""
+    """Return ``(mode, p)`` from ``dropout_param``, validated (``seed`` too, if present)."""
     mode = check.mode(func, "dropout_param", dropout_param)
     if "p" not in dropout_param:
         raise KeyError(f"{func}: dropout_param must contain 'p', the probability of dropping a unit")
-    p = dropout_param["p"]
-    if not (isinstance(p, (int, float, np.floating)) and 0.0 <= p < 1.0):
-        raise ValueError(f"{func}: dropout_param['p'] is the probability of dropping a unit and must lie in [0, 1), got {p!r}")
-    return mode, float(p)
+    p = check.fraction(func, "dropout_param['p']", dropout_param["p"], "the probability of dropping a unit",
+                       upper_open=True)
+    check.seed(func, "dropout_param['seed']", dropout_param.get("seed"))
+    return mode, p
 
 
 def dropout_forward(x: np.ndarray, dropout_param: dict) -> tuple[np.ndarray, DropoutCache]:
@@ -246,7 +287,8 @@ def dropout_forward(x: np.ndarray, dropout_param: dict) -> tuple[np.ndarray, Dro
 
 def dropout_backward(dout: np.ndarray, cache: DropoutCache) -> np.ndarray:
     """Gradient of inverted dropout: the upstream gradient times the same mask."""
+    check.cache("dropout_backward", cache, DropoutCache, "dropout_forward")
     if cache.mode == "test":
-        return dout
-    dout = check.upstream("dropout_backward", dout, cache.mask.shape)
+        return check.float_array("dropout_backward", "dout", dout)
+    dout = check.upstream("dropout_backward", dout, cache.mask.shape, cache.mask.dtype)
     return dout * cache.mask

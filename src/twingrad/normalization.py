@@ -7,6 +7,8 @@ batch (axis 0); layer norm takes those of each sample over its features (axis 1)
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from typing import NamedTuple
 
 import numpy as np
@@ -26,16 +28,39 @@ class NormCache(NamedTuple):
     eps: float
 
 
-def _check_affine_params(func: str, x, gamma, beta) -> None:
+class BatchNormCache(NormCache):
+    """The cache of a train-mode :func:`batchnorm_forward` (statistics over the batch, axis 0)."""
+
+    __slots__ = ()
+    made_by = "batchnorm_forward"  # named in the error when another backward is given this cache
+
+
+class LayerNormCache(NormCache):
+    """The cache of :func:`layernorm_forward` (statistics over each sample's features, axis 1)."""
+
+    __slots__ = ()
+    made_by = "layernorm_forward"
+
+
+def _check_affine_params(func: str, x, gamma, beta) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The three arrays checked and converted to their common dtype."""
     check.float_array(func, "x", x, ndim=2)
     check.float_array(func, "gamma", gamma, ndim=1)
     check.float_array(func, "beta", beta, ndim=1)
     check.shape(func, "gamma", gamma, (x.shape[1],), "one scale per feature of x")
     check.shape(func, "beta", beta, (x.shape[1],), "one shift per feature of x")
+    return check.promote(x, gamma, beta)
 
 
-def _normalize(x, gamma, beta, axis: int, eps: float) -> tuple[np.ndarray, NormCache, np.ndarray]:
-    """Normalize over ``axis`` (0: batch norm, 1: layer norm); returns ``(out, cache, mean)``."""
+def _eps(func: str, param_name: str, param) -> float:
+    eps = param.get("eps", 1e-5)
+    if type(eps) is float and 0.0 < eps < math.inf:  # the usual case, without the general check
+        return eps
+    return check.positive(func, f"{param_name}['eps']", eps)
+
+
+def _normalize(x, gamma, beta, axis: int, eps: float, kind: type) -> tuple[np.ndarray, NormCache, np.ndarray]:
+    """Normalize over ``axis`` (0: batch norm, 1: layer norm); returns ``(out, cache of type kind, mean)``."""
     n = x.shape[axis]
     # sum_rows / sum_cols: sums as BLAS matrix-vector products (see twingrad._fast)
     if axis == 0:
@@ -50,7 +75,7 @@ def _normalize(x, gamma, beta, axis: int, eps: float) -> tuple[np.ndarray, NormC
     x_hat = x_centered * inv_std
     out = x_hat * gamma
     out += beta
-    return out, NormCache(x_centered, var, inv_std, x_hat, gamma, eps), mean
+    return out, kind(x_centered, var, inv_std, x_hat, gamma, eps), mean
 
 
 def batchnorm_forward(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, bn_param: dict):
@@ -61,14 +86,16 @@ def batchnorm_forward(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, bn_par
     x : ndarray, shape (N, D)
     gamma, beta : ndarray, shape (D,)
     bn_param : dict
-        ``mode`` ('train' or 'test', required); ``eps`` (default 1e-5);
-        ``momentum`` (default 0.9); ``running_mean``, ``running_var`` (shape (D,),
-        start at zeros). Updated in place in train mode.
+        ``mode`` ('train' or 'test', required); ``eps`` (a number > 0, default
+        1e-5); ``momentum`` (in [0, 1], default 0.9); ``running_mean``,
+        ``running_var`` (float arrays of shape (D,), start at zeros). Updated
+        in place in train mode; the running averages are kept in the layer's
+        dtype (that of x, gamma and beta, promoted).
 
     Returns
     -------
     out : ndarray, shape (N, D)
-    cache : NormCache, or None in test mode
+    cache : BatchNormCache, or None in test mode
 
     Notes
     -----
@@ -78,17 +105,24 @@ def batchnorm_forward(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, bn_par
     Test mode normalizes with the running averages instead.
     """
     f = "batchnorm_forward"
-    _check_affine_params(f, x, gamma, beta)
+    x, gamma, beta = _check_affine_params(f, x, gamma, beta)
     mode = check.mode(f, "bn_param", bn_param)
-    eps = bn_param.get("eps", 1e-5)
+    eps = _eps(f, "bn_param", bn_param)
     momentum = bn_param.get("momentum", 0.9)
+    if not (type(momentum) is float and 0.0 <= momentum <= 1.0):  # the checked call only off the usual path
+        momentum = check.fraction(f, "bn_param['momentum']", momentum, "the weight kept by the running averages")
     num_features = x.shape[1]
-    running_mean = bn_param.get("running_mean")
-    running_var = bn_param.get("running_var")
-    running_mean = np.zeros(num_features, x.dtype) if running_mean is None else running_mean
-    running_var = np.zeros(num_features, x.dtype) if running_var is None else running_var
-    check.shape(f, "bn_param['running_mean']", running_mean, (num_features,))
-    check.shape(f, "bn_param['running_var']", running_var, (num_features,))
+    running = []
+    for key in ("running_mean", "running_var"):
+        value = bn_param.get(key)
+        if value is None:
+            value = np.zeros(num_features, x.dtype)
+        else:
+            check.float_array(f, f"bn_param[{key!r}]", value)
+            check.shape(f, f"bn_param[{key!r}]", value, (num_features,), "one per feature of x")
+            value = value.astype(x.dtype, copy=False)
+        running.append(value)
+    running_mean, running_var = running
 
     if mode == "test":
         scale = gamma / np.sqrt(running_var + eps)
@@ -99,17 +133,17 @@ def batchnorm_forward(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, bn_par
     if x.shape[0] < 2:
         # One sample has no batch variance: every output would be beta (as PyTorch, refuse).
         raise ValueError(f"{f}: train mode needs at least 2 samples per batch, got x.shape = {x.shape}")
-    out, cache, batch_mean = _normalize(x, gamma, beta, axis=0, eps=eps)
+    out, cache, batch_mean = _normalize(x, gamma, beta, axis=0, eps=eps, kind=BatchNormCache)
     bn_param["running_mean"] = momentum * running_mean + (1 - momentum) * batch_mean[0]
     bn_param["running_var"] = momentum * running_var + (1 - momentum) * cache.var[0]
     return out, cache
 
 
-def _require_train_cache(func: str, cache) -> NormCache:
+def _require_train_cache(func: str, cache) -> BatchNormCache:
     if cache is None:
         raise ValueError(f"{func}: the cache is None, which batchnorm_forward returns in test mode; "
                          "backward needs a train-mode cache")
-    return cache
+    return check.cache(func, cache, BatchNormCache, "batchnorm_forward", " in train mode")
 
 
 def batchnorm_backward(dout: np.ndarray, cache: NormCache):
@@ -118,7 +152,7 @@ def batchnorm_backward(dout: np.ndarray, cache: NormCache):
     Parameters
     ----------
     dout : ndarray, shape (N, D)
-    cache : NormCache from a train-mode :func:`batchnorm_forward`
+    cache : BatchNormCache from a train-mode :func:`batchnorm_forward`
 
     Returns
     -------
@@ -135,7 +169,7 @@ def batchnorm_backward(dout: np.ndarray, cache: NormCache):
     chain into one expression.
     """
     c, var, inv_std, x_hat, gamma, _ = _require_train_cache("batchnorm_backward", cache)
-    dout = check.upstream("batchnorm_backward", dout, x_hat.shape)
+    dout = check.upstream("batchnorm_backward", dout, x_hat.shape, x_hat.dtype)
     n = dout.shape[0]
     dbeta = dout.sum(axis=0)  # y = gamma * x_hat + beta
     dgamma = np.sum(dout * x_hat, axis=0)
@@ -168,7 +202,7 @@ def batchnorm_backward_alt(dout: np.ndarray, cache: NormCache):
     with its mean and its projection on :math:`\\hat x` removed.
     """
     _, _, inv_std, x_hat, gamma, _ = _require_train_cache("batchnorm_backward_alt", cache)
-    dout = check.upstream("batchnorm_backward_alt", dout, x_hat.shape)
+    dout = check.upstream("batchnorm_backward_alt", dout, x_hat.shape, x_hat.dtype)
     n = dout.shape[0]
     dbeta = _fast.sum_rows(dout)
     dgamma = _fast.sum_rows(dout * x_hat)  # a product then a BLAS sum: faster than einsum here
@@ -188,16 +222,25 @@ def layernorm_forward(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, ln_par
     x : ndarray, shape (N, D)
     gamma, beta : ndarray, shape (D,)
     ln_param : dict, optional
-        ``eps`` (default 1e-5). Same in train and test mode: no running averages.
+        ``eps`` (a number > 0, default 1e-5). Same in train and test mode: no
+        running averages.
 
     Returns
     -------
     out : ndarray, shape (N, D)
-    cache : NormCache
+    cache : LayerNormCache
     """
-    _check_affine_params("layernorm_forward", x, gamma, beta)
-    eps = (ln_param or {}).get("eps", 1e-5)
-    return _normalize(x, gamma, beta, axis=1, eps=eps)[:2]
+    f = "layernorm_forward"
+    x, gamma, beta = _check_affine_params(f, x, gamma, beta)
+    if x.shape[1] == 0:
+        raise ValueError(f"{f}: x must have at least one feature to normalize over, got shape {x.shape}")
+    if ln_param is None:
+        eps = 1e-5
+    elif isinstance(ln_param, Mapping):
+        eps = _eps(f, "ln_param", ln_param)
+    else:
+        raise TypeError(f"{f}: ln_param must be a dict or None, got {type(ln_param).__name__}")
+    return _normalize(x, gamma, beta, axis=1, eps=eps, kind=LayerNormCache)[:2]
 
 
 def layernorm_backward(dout: np.ndarray, cache: NormCache):
@@ -206,7 +249,7 @@ def layernorm_backward(dout: np.ndarray, cache: NormCache):
     Parameters
     ----------
     dout : ndarray, shape (N, D)
-    cache : NormCache from :func:`layernorm_forward`
+    cache : LayerNormCache from :func:`layernorm_forward`
 
     Returns
     -------
@@ -221,8 +264,8 @@ def layernorm_backward(dout: np.ndarray, cache: NormCache):
     bars being means over the D features. ``gamma`` and ``beta`` still act
     per feature, so their gradients are sums over the batch.
     """
-    _, _, inv_std, x_hat, gamma, _ = cache
-    dout = check.upstream("layernorm_backward", dout, x_hat.shape)
+    _, _, inv_std, x_hat, gamma, _ = check.cache("layernorm_backward", cache, LayerNormCache, "layernorm_forward")
+    dout = check.upstream("layernorm_backward", dout, x_hat.shape, x_hat.dtype)
     n = dout.shape[1]
     dbeta = _fast.sum_rows(dout)
     dgamma = _fast.sum_rows(dout * x_hat)
