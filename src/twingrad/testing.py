@@ -10,8 +10,12 @@ Two entry points:
   functions (``"batchnorm_backward"``, ...) on a module of yours.
 
 Both raise :class:`AssertionError` with the same diagnosis the command line
-prints: the gradient, its worst element, expected vs got, and a hint when a
-pattern (a sign, a factor N, a missing mean path, ...) explains the error.
+prints: the gradient, its worst element, expected vs got, a hint when a
+pattern (a sign, a factor N, a missing mean path, ...) explains the error, and
+a reproducer to paste: the ``twingrad verify`` command for
+:func:`assert_gradients`, the Python call with the failing inputs for
+:func:`assert_layer_matches`. Under pytest the traceback stops at your test:
+twingrad's own frames are hidden (``__tracebackhide__``).
 Combine them with :mod:`twingrad.strategies` for property-based tests::
 
     from hypothesis import given
@@ -34,6 +38,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from ._reproducer import snippet
 from .gradcheck import compare, numeric_vjp, random_upstream, tolerance
 from .verify.calling import Caller, Stub, UserError, gradients
 from .verify.diagnosis import diagnose
@@ -51,6 +56,13 @@ class _Replay:
 
     def reproduce(self, function: str, case: int) -> str:
         return self.call
+
+
+def _failure(name: str, text: str, reproducer: str) -> AssertionError:
+    """The AssertionError of a failed check: the diagnosis, then the lines to paste."""
+    if "reproduce: paste the lines below" not in text:  # errors raised before any diagnosis
+        text += "\n  reproduce: paste the lines below into a Python prompt"
+    return AssertionError(f"{text}\n{reproducer}")
 
 
 def assert_layer_matches(forward: Callable, backward: Callable | None = None, twin: Callable | None = None, *,
@@ -93,15 +105,21 @@ def assert_layer_matches(forward: Callable, backward: Callable | None = None, tw
     ------
     AssertionError
         With the diagnosis, when a gradient disagrees, or when the code raises or
-        returns gradients of the wrong number or shape.
+        returns gradients of the wrong number or shape, followed by the Python
+        lines that replay the failing call: the functions imported by name
+        (lambdas and nested functions are left for you to paste), the inputs
+        written inline, or saved to an ``.npz`` file in the temporary folder when large.
     """
+    __tracebackhide__ = True  # pytest shows the student's test, not twingrad's frames
     wrt = list(wrt)
     missing = [w for w in wrt if w not in inputs]
     if missing:
         raise ValueError(f"wrt names {missing} are not among the inputs {list(inputs)}")
     name = name or getattr(backward or forward, "__name__", "layer")
     dtype = np.result_type(*(np.asarray(inputs[w]).dtype for w in wrt))
-    replay = _Replay(seed, np.dtype(dtype).name, f"assert_layer_matches(..., seed={seed})")
+    replay = _Replay(seed, np.dtype(dtype).name, "paste the lines below into a Python prompt")
+    reproducer = lambda: snippet(forward, backward, twin, kinks, inputs=inputs, wrt=wrt,  # noqa: E731
+                                 mode=mode, seed=seed, dout=dout)
     shapes = {k: tuple(np.shape(v)) for k, v in inputs.items() if isinstance(v, np.ndarray)}
     caller = Caller(None)
     rng = np.random.default_rng(seed)
@@ -114,14 +132,12 @@ def assert_layer_matches(forward: Callable, backward: Callable | None = None, tw
             outcomes = [(o.gradient, Outcome(o.status, o.comparisons, 0, shapes, o.mode,
                                              details={**o.arrays, "context": _context(inputs, wrt)}))
                         for o in checked]
-    except (UserError, Stub) as err:
-        raise AssertionError(f"{name}: {err}") from None
-    except HandError as err:
-        raise AssertionError(f"{name}: {err}") from None
+    except (UserError, Stub, HandError) as err:
+        raise _failure(name, f"{name}: {err}", reproducer()) from None
     failures = [diagnose(name, gradient, outcome, replay)["text"] for gradient, outcome in outcomes
                 if outcome.status == "fail"]
     if failures:
-        raise AssertionError("\n".join(failures))
+        raise _failure(name, "\n".join(failures), reproducer())
 
 
 def _context(inputs: dict, wrt: list) -> dict:
@@ -205,6 +221,7 @@ def check_module(module, functions: str | Sequence[str] | None = None, *, seed: 
     seed, cases, mode, dtype, keep_prob
         As ``--seed``, ``-k``, ``--mode``, ``--dtype`` and ``--keep-prob``.
     """
+    __tracebackhide__ = True
     from .verify.checking import add_dependency_notes
     from .verify.checking import check_module as check
     from .verify.settings import Settings
@@ -244,8 +261,10 @@ def assert_gradients(functions: str | Sequence[str] | None, module, **options) -
     ------
     AssertionError
         Listing every failing, erroring or (when named explicitly) missing
-        function, each with the diagnosis the command line prints. Kinks pass.
+        function, each with the diagnosis the command line prints and the
+        ``twingrad verify`` command that replays it (paste it into a shell). Kinks pass.
     """
+    __tracebackhide__ = True
     records = check_module(module, functions, **options)
     named = functions is not None
     bad = [r for r in records if r.status in ("fail", "error") or (named and r.status == "missing")]
