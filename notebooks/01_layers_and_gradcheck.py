@@ -213,8 +213,10 @@ for spec in REGISTRY.values():
 # Relative error alone has a blind spot: **gradients that are exactly zero**.
 # Put an affine layer before batch normalization. Batch norm subtracts the
 # batch mean, so the bias $b$ of the affine layer cancels out and its gradient
-# is mathematically zero. The hand pass returns 1e-16 rounding noise, central
-# differences return 1e-11 noise, and their relative error is 100%:
+# is mathematically zero. The hand pass returns about 1e-16 of rounding noise,
+# central differences about 1e-11 of noise, and their relative error
+# $|a - b| / (|a| + |b|)$ is 100%. (CS231n's `rel_error` prints less only
+# because of its $10^{-8}$ floor in the denominator, which is larger than both.)
 
 # %%
 x = rng.normal(size=(6, 5))
@@ -295,12 +297,19 @@ plt.show()
 
 best = {dtype: min(e) for dtype, e in errors.items()}
 print(f"best relative error: float64 {best[np.float64]:.1e}, float32 {best[np.float32]:.1e}")
+float32_errors = np.asarray(errors[np.float32])
+at_cs231n_step = float32_errors[np.argmin(np.abs(np.log(steps / 1e-5)))]
+useless = steps[float32_errors > 0.99]
+print(f"float32 at float64's step h = 1e-5: relative error {at_cs231n_step:.1e}")
+print(f"float32 steps whose numeric gradient is all rounding (relative error about 1): h <= {useless.max():.1e}")
 
 # %% [markdown]
-# In float32 the best the numeric gradient can do is around 1e-4 relative, and
-# with float64's step of 1e-5 it is off by several percent; with $h$ below about
-# 1e-7, $x + h$ rounds back to $x$ and the "gradient" is zero (relative error 1).
-# So gradient checks run in **float64**; float32 (used for speed in training) is
+# The lines above give the numbers: float32's best numeric gradient is far
+# worse than float64's, and at float64's step of $10^{-5}$ float32's is
+# worthless. For steps that small, the change of the loss between $x - h$ and
+# $x + h$ drowns in float32's rounding of the loss itself (the loss is about 1,
+# and float32 numbers near 1 are about $10^{-7}$ apart), so the "gradient" is
+# noise or zero, with relative error about 1. So gradient checks run in **float64**; float32 (used for speed in training) is
 # checked with a larger step and looser, stated tolerances:
 
 # %%

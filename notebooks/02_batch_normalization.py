@@ -29,6 +29,7 @@
 # %%
 import ast
 import inspect
+import re
 import textwrap
 import timeit
 from pathlib import Path
@@ -75,8 +76,8 @@ print("gamma, beta set:  means", out.mean(axis=0).round(6), " stds", out.std(axi
 # %% [markdown]
 # ## Backward, node by node
 #
-# The pictures of the computational graph that used to sit here are gone; the
-# graph fits in one line anyway. For one feature, with $n$ running over the batch:
+# The computational graph fits in one line. For one feature, with $n$ running
+# over the batch:
 #
 # $$x \;\xrightarrow{\;\text{mean}\;}\; \mu, \qquad
 #   c_n = x_n - \mu, \qquad
@@ -132,17 +133,27 @@ print("gamma, beta set:  means", out.mean(axis=0).round(6), " stds", out.std(axi
 #
 # That is the whole backward pass. `twingrad.layers.batchnorm_backward` is this
 # derivation, one line per node (the cache holds $c$, $v$, $s$, $\hat x$ and
-# $\gamma$ from the forward pass):
+# $\gamma$ from the forward pass). Printed below without its docstring and
+# without the argument checks at its top (is the cache a train-mode batch-norm
+# cache, does `dout` have the output's shape), which are not part of the
+# derivation:
 
 # %%
-def show_without_docstring(function):
-    """Print a function's source, leaving out its docstring."""
+def show_derivation(function):
+    """Print a function's source without its docstring and its argument checks.
+
+    A check is a line that only validates (``dout = check.upstream(...)``); a
+    cache check around the unpacking is shown as the bare ``cache``.
+    """
     lines = inspect.getsource(function).splitlines()
     docstring = ast.parse(textwrap.dedent("\n".join(lines))).body[0].body[0]
-    print("\n".join(lines[: docstring.lineno - 1] + lines[docstring.end_lineno:]))
+    body = lines[: docstring.lineno - 1] + lines[docstring.end_lineno:]
+    body = [re.sub(r"_require_train_cache\([^)]*\)", "cache", line) for line in body
+            if not re.match(r"\s*dout = check\.upstream\(", line)]
+    print("\n".join(body))
 
 
-show_without_docstring(layers.batchnorm_backward)
+show_derivation(layers.batchnorm_backward)
 
 # %% [markdown]
 # ## The simplified form
@@ -227,24 +238,41 @@ for shape, number in [((100, 100), 200), ((500, 500), 10)]:
 # default) is the weight of the *old* value, as in CS231n. (PyTorch's `momentum`
 # is the weight of the new one, 0.1 by default: the same thing.) Both averages
 # start at zero, so after $k$ steps they have covered a fraction $1 - m^k$ of
-# the way: with $m = 0.9$, 90% after 22 steps; with $m = 0.99$, after 229.
+# the way. How many steps to cover 90%, the first $k$ with $m^k \le 0.1$:
+
+# %%
+for m in (0.9, 0.99):
+    k = int(np.ceil(np.log(0.1) / np.log(m)))
+    print(f"m = {m}: 90% after {k} steps (m^{k - 1} = {m ** (k - 1):.4f}, m^{k} = {m ** k:.4f})")
+
+# %% [markdown]
 #
 # Let us feed batches of 32 from a distribution with mean 3 and variance 4 and
-# watch the running averages in `bn_param` converge.
+# watch the running averages in `bn_param` converge. The running variance
+# averages the *biased* batch variance (divided by $N$, not $N - 1$), whose
+# expected value is $\frac{N-1}{N}\sigma^2$, not $\sigma^2$: with batches of 32
+# it settles near $\frac{31}{32}\cdot 4 = 3.875$, about 3% below the true
+# variance, and so below the curve $4\,(1 - m^k)$. (PyTorch keeps the unbiased
+# variance in its running average for this reason; CS231n and twingrad keep the
+# biased one, the value train mode normalizes with.)
 
 # %%
 true_mean, true_var = 3.0, 4.0
+batch_size, features = 32, 64  # many features: their average shows where the variance settles
+biased_var = true_var * (batch_size - 1) / batch_size  # E[biased batch variance]
+print(f"expected biased batch variance: {biased_var}")
 steps = 150
 history = {}
 for momentum in (0.9, 0.99):
     bn_param = {"mode": "train", "momentum": momentum}
-    means, variances = [], []
+    means, variances, all_variances = [], [], []
     for _ in range(steps):
-        batch = rng.normal(true_mean, np.sqrt(true_var), size=(32, 4))
-        layers.batchnorm_forward(batch, np.ones(4), np.zeros(4), bn_param)
+        batch = rng.normal(true_mean, np.sqrt(true_var), size=(batch_size, features))
+        layers.batchnorm_forward(batch, np.ones(features), np.zeros(features), bn_param)
         means.append(bn_param["running_mean"][0])
         variances.append(bn_param["running_var"][0])
-    history[momentum] = (means, variances, bn_param)
+        all_variances.append(bn_param["running_var"])
+    history[momentum] = (means, variances, bn_param, all_variances)
 
 fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
 for ax, index, truth, label in ((axes[0], 0, true_mean, "running_mean"), (axes[1], 1, true_var, "running_var")):
@@ -252,6 +280,8 @@ for ax, index, truth, label in ((axes[0], 0, true_mean, "running_mean"), (axes[1
         ax.plot(np.arange(1, steps + 1), history[momentum][index], style, label=f"momentum {momentum}")
         ax.plot(np.arange(1, steps + 1), truth * (1 - momentum ** np.arange(1, steps + 1)), ":", color="grey")
     ax.axhline(truth, color="k", linewidth=0.8)
+    if label == "running_var":
+        ax.axhline(biased_var, color="tab:red", linewidth=0.8, label="(N-1)/N x true variance")
     ax.set_xlabel("training step")
     ax.set_title(f"{label} (one feature); dotted: $1 - m^k$ of the way")
     ax.legend()
@@ -260,6 +290,11 @@ fig.tight_layout()
 fig.savefig(FIGURES / "02_running_averages.png", dpi=100)
 plt.show()
 
+tail = slice(steps // 2, None)  # the second half, after the 0.9 average has settled
+settled = np.mean([v.mean() for v in history[0.9][3][tail]])
+print(f"momentum 0.9, running_var over all {features} features and steps {steps // 2}-{steps}: "
+      f"{settled:.3f} (true variance {true_var}, biased expectation {biased_var})")
+
 # %% [markdown]
 # In test mode the layer is a fixed affine map: $y = \gamma (x - \mu_{\text{run}})/\sqrt{\sigma^2_{\text{run}}+\varepsilon} + \beta$.
 # With averages that have converged, a fresh batch comes out standardized; with
@@ -267,13 +302,13 @@ plt.show()
 # momentum too close to 1 for the number of steps), it does not:
 
 # %%
-fresh = rng.normal(true_mean, np.sqrt(true_var), size=(1000, 4))
+fresh = rng.normal(true_mean, np.sqrt(true_var), size=(1000, features))
 for momentum in (0.9, 0.99):
     bn_param = dict(history[momentum][2], mode="test")
-    out, _ = layers.batchnorm_forward(fresh, np.ones(4), np.zeros(4), bn_param)
+    out, _ = layers.batchnorm_forward(fresh, np.ones(features), np.zeros(features), bn_param)
     print(f"momentum {momentum}: test-mode output mean {out.mean():+.3f}, std {out.std():.3f}")
-untrained = {"mode": "test", "running_mean": np.zeros(4), "running_var": np.zeros(4)}
-out, _ = layers.batchnorm_forward(fresh, np.ones(4), np.zeros(4), untrained)
+untrained = {"mode": "test", "running_mean": np.zeros(features), "running_var": np.zeros(features)}
+out, _ = layers.batchnorm_forward(fresh, np.ones(features), np.zeros(features), untrained)
 print(f"never trained (zeros): test-mode output mean {out.mean():+.1f}, std {out.std():.1f}")
 
 # %% [markdown]
@@ -282,16 +317,31 @@ print(f"never trained (zeros): test-mode output mean {out.mean():+.1f}, std {out
 # The CS231n experiment: train a 6-layer network (five hidden layers of 50
 # units) with and without batch norm, starting from weights drawn with standard
 # deviations from $10^{-4}$ to $1$. Without normalization, each layer multiplies
-# the scale of the activations by roughly $\text{weight scale}\times\sqrt{50/2}$:
-# at $10^{-3}$ the signal reaching the scores has shrunk by $10^{-10}$ and the
-# network cannot start learning; at $1$ it has grown by $10^{4}$. With batch
-# norm every layer's input is rescaled to unit variance, whatever the weights.
+# the scale of the activations by roughly $\text{weight scale}\times\sqrt{\text{fan-in}/2}$
+# (a sum of fan-in terms, half of them zeroed by the ReLU): $\times\sqrt{50/2} = 5$
+# for the hidden layers. Six layers compound it; the rule's factor and the
+# measured one, the RMS of the initial network's scores over that of its input:
+
+# %%
+data = load_digits()
+X_probe = data["X_train"][:200]
+for scale in (1e-3, 1.0):
+    model = FullyConnectedNet([50] * 5, input_dim=64, weight_scale=scale, dtype=np.float64, seed=0)
+    fan_ins = [64, 50, 50, 50, 50, 50]
+    rule = np.prod([scale * np.sqrt(f / 2) for f in fan_ins])
+    measured = np.sqrt(np.mean(model.loss(X_probe) ** 2)) / np.sqrt(np.mean(X_probe**2))
+    print(f"weight scale {scale:g}: rule's factor {rule:.1e}, measured {measured:.1e}")
+
+# %% [markdown]
+# At $10^{-3}$ the signal reaching the scores has all but vanished, and the
+# gradients reaching the first layers with it: the network cannot start
+# learning. At $1$ it has grown by four orders of magnitude. With batch norm
+# every layer's input is rescaled to unit variance, whatever the weights.
 #
 # Kept small so it runs in seconds: digits (1297 training images of 8x8),
 # 5 epochs of Adam, batch size 50.
 
 # %%
-data = load_digits()
 weight_scales = np.logspace(-4, 0, num=11)
 results = {"batchnorm": [], None: []}
 for scale in weight_scales:
@@ -302,6 +352,11 @@ for scale in weight_scales:
                         num_epochs=5, batch_size=50, seed=0, verbose=False)
         solver.train()
         results[normalization].append((max(solver.train_acc_history), solver.best_val_acc, solver.loss_history[-1]))
+print("best validation accuracy by weight scale")
+print(f"{'weight scale':14}" + " ".join(f"{s:8.1e}" for s in weight_scales))
+for normalization in results:
+    label = "batch norm" if normalization else "baseline"
+    print(f"{label:14}" + " ".join(f"{r[1]:8.2f}" for r in results[normalization]))
 
 fig, axes = plt.subplots(1, 3, figsize=(14, 4))
 titles = ("best training accuracy", "best validation accuracy", "final training loss")

@@ -172,8 +172,8 @@ print(f"train mode, another dropout seed: loss {loss_3:.4f} (other masks)")
 # One practical point. `FullyConnectedNet(seed=...)` seeds the weight
 # initialisation *and*, as in CS231n, puts the seed into `dropout_param`, which
 # fixes the dropout mask: exactly what a gradient check needs, and exactly what
-# training must not have (the same units would be dropped at every step). In
-# the seed notebook that was what happened. twingrad's `Solver` gives the
+# training must not have (the same units would be dropped at every step).
+# twingrad's `Solver` gives the
 # network a new dropout seed, drawn from its own seeded generator, before every
 # step: the masks are fresh at every step, and the whole run (curves included)
 # is still reproducible from the solver's seed. Layer $i$ draws from

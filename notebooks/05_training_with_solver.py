@@ -24,6 +24,7 @@
 # the hand-derived backward passes, to see that the two trajectories coincide.
 
 # %%
+import time
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -97,6 +98,7 @@ for name, config in settings.items():
         w, config = rule(w, valley_grad(w), config)
         path.append(w)
     paths[name] = np.array(path)
+    print(f"{name:13} f(w) after {steps} steps: {valley(*path[-1]):.1e}")
 
 w1, w2 = np.meshgrid(np.linspace(-5, 1.5, 200), np.linspace(-1.3, 1.3, 200))
 fig, (ax, ax_f) = plt.subplots(1, 2, figsize=(13, 4), gridspec_kw={"width_ratios": [2, 1]})
@@ -187,13 +189,15 @@ plt.show()
 # minibatches.
 
 # %%
-runs = {}
+runs, seconds = {}, {}
 for backend in ("hand", "autograd"):
     model = FullyConnectedNet([100, 100, 100], input_dim=64, normalization="batchnorm",
                               weight_scale=0.1, dtype=np.float64, seed=0)
     runs[backend] = Solver(model, data, update_rule="adam", optim_config={"learning_rate": 1e-3},
                            num_epochs=4, batch_size=50, seed=0, verbose=False, backend=backend)
+    start = time.perf_counter()
     runs[backend].train()
+    seconds[backend] = time.perf_counter() - start
 
 hand_loss = np.array(runs["hand"].loss_history, dtype=float)
 auto_loss = np.array(runs["autograd"].loss_history, dtype=float)
@@ -203,6 +207,8 @@ params_gap = max(np.max(np.abs(runs["hand"].model.params[k] - runs["autograd"].m
 print(f"largest loss difference over {len(hand_loss)} steps: {difference.max():.1e}")
 print(f"largest parameter difference after training: {params_gap:.1e}")
 print("validation accuracy histories equal:", runs["hand"].val_acc_history == runs["autograd"].val_acc_history)
+print(f"training time: hand {seconds['hand']:.2f} s, autograd {seconds['autograd']:.2f} s "
+      f"(x{seconds['autograd'] / seconds['hand']:.1f})")
 
 fig, (ax, ax_gap) = plt.subplots(1, 2, figsize=(12, 4))
 ax.plot(hand_loss, linewidth=4, alpha=0.4, label="hand-derived backward")
@@ -222,8 +228,8 @@ plt.show()
 # The two losses agree to about machine precision at every step (points drawn
 # at 1e-18 are exact ties). A wrong backward pass anywhere in the network, in
 # any layer, would show up here as trajectories that drift apart. (The autograd
-# backend is a few times slower: it traces the whole network at every step. It
-# is a check, not a replacement.)
+# backend is slower, by the factor printed above: it traces the whole network
+# at every step. It is a check, not a replacement.)
 #
 # ## Summary
 #

@@ -96,7 +96,10 @@ except AssertionError as diagnosis:
 # - The worst element, expected vs got, and the tolerance: far outside it.
 # - The **hint**: got $= 0.25 \times$ expected everywhere, and $0.25 = 1/N$ for a
 #   batch of $N = 4$: a mean where the gradient sums over the batch.
-# - **reproduce**: the seed that replays exactly this check.
+# - **reproduce**: the lines under it replay exactly this check, with the same
+#   inputs written out in full: paste them into a Python prompt. Functions that
+#   can be imported are imported by name; the student's functions here live in
+#   the notebook itself, so the lines say where to paste their definitions.
 #
 # Why a sum: in the forward pass $b$ is added to every row,
 # $Y_{n,:} = X_{n,:}W + b$, so $\partial L/\partial b = \sum_n \partial L/\partial Y_{n,:}$:
