@@ -16,7 +16,8 @@ import numpy as np
 from . import frameworks, machine, report
 from .step import NetConfig
 
-SECTIONS = ("step", "layers", "bn-alt", "memory", "verify", "scaling")
+SECTIONS = ("step", "layers", "bn-alt", "memory", "verify", "scaling", "fairness")
+DEFAULT_SECTIONS = SECTIONS[:-1]  # fairness starts a fresh process per implementation: on request only
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -24,8 +25,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="fewer rounds and sizes: a rough table in about a minute")
     parser.add_argument("--repeats", type=int, default=None, metavar="N",
                         help="rounds of interleaved timing per measurement (default 12, quick 4)")
-    parser.add_argument("--sections", default=",".join(SECTIONS),
-                        help=f"comma-separated subset of {','.join(SECTIONS)} (default: all)")
+    parser.add_argument("--sections", default=",".join(DEFAULT_SECTIONS),
+                        help=f"comma-separated subset of {','.join(SECTIONS)} (default: all but fairness, "
+                             "which times each implementation again alone in a fresh process)")
     parser.add_argument("--json", metavar="PATH", help="also write every result as JSON ('-' for stdout)")
     parser.add_argument("--plot", metavar="DIR", help="write step.png and scaling.png into DIR (needs matplotlib)")
     parser.add_argument("--no-frameworks", action="store_true", help="skip PyTorch and JAX even when installed")
@@ -100,6 +102,8 @@ def run(args: argparse.Namespace) -> int:
             results["verify"] = _verify(base, args, say)
         if "scaling" in sections:
             results["scaling"] = _scaling(base, args, step_options, say)
+        if "fairness" in sections:
+            results["fairness"] = _fairness(base, rounds, step_options, say)
     results["seconds"] = time.perf_counter() - start
     results["other_load"] = load.share
     if load.share is not None:
@@ -197,6 +201,16 @@ def _scaling(base, args, step_options, say) -> dict:
             impls = list(curves[norm or "none"][axis][0][1])
             say(report.table([f"{norm or 'no norm'}, {axis}", *impls], rows))
     return curves
+
+
+def _fairness(base, rounds, step_options, say) -> dict:
+    from .fairness import run_fairness
+
+    say(f"\nFairness: the step ({base.label}) in the interleaved harness vs each implementation alone "
+        f"in a fresh process; {rounds} rounds x 3 calls each")
+    result = run_fairness(base, rounds, say=say, **step_options)
+    say(report.fairness_table(result))
+    return result
 
 
 def _plots(results, directory, info, say) -> None:

@@ -22,13 +22,19 @@ def table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join("  ".join(str(v).ljust(w) for v, w in zip(line, widths)).rstrip() for line in lines)
 
 
+RATIO_HEADER = "hand ÷ this"
+RATIO_FOOTER = ("hand ÷ this: the hand step's time divided by this row's, paired round by round; "
+                "below 1 the hand step is faster, above 1 slower")
+
+
 def step_table(results: list[dict]) -> str:
-    """Per configuration (no norm, batch norm): median [IQR] and min ms, and hand's time over each."""
+    """Per configuration (no norm, batch norm): median [IQR] and min ms, and hand's time over each
+    (the column :data:`RATIO_HEADER`, explained by :data:`RATIO_FOOTER` under the table)."""
     impls = list(dict.fromkeys(k for r in results for k in r["timings"]))
     header = ["step (ms)"]
     for r in results:
         norm = r["config"]["normalization"] or "no norm"
-        header += [f"{norm}: median [q1-q3]", "min", "hand / it"]
+        header += [f"{norm}: median [q1-q3]", "min", RATIO_HEADER]
     rows = []
     for impl in impls:
         row = [impl]
@@ -36,7 +42,7 @@ def step_table(results: list[dict]) -> str:
             t, hand = r["timings"].get(impl), r["timings"]["hand"]
             row += [_ms(t), f"{t.min * 1e3:.3f}", f"{paired_ratio(hand, t):.2f}"] if t else ["skipped", "", ""]
         rows.append(row)
-    return table(header, rows)
+    return table(header, rows) + "\n" + RATIO_FOOTER
 
 
 def goal_lines(results: list[dict], verdict: bool = True) -> list[str]:
@@ -112,6 +118,21 @@ def verify_table(result: dict) -> str:
         entry = result[key]
         elements = entry["fast"].get("elements", "?")
         rows.append([entry["arch"], str(elements), cell(entry["fast"]), cell(entry["full"])])
+    return table(header, rows)
+
+
+def fairness_table(result: dict) -> str:
+    """Each implementation's median in the harness and alone in a fresh process, and the verdict."""
+    tol = result["tolerance"]
+    header = ["step (ms)", "in the harness: median [q1-q3]", "alone, fresh process: median [q1-q3]",
+              "harness ÷ alone", f"within {tol:.0%}?"]
+    rows = []
+    for r in result["rows"]:
+        if r["alone"] is None:
+            rows.append([r["implementation"], _ms(r["harness"]), r["note"], "", ""])
+            continue
+        verdict = "yes" if r["fair"] else f"NO ({'slower' if r['ratio'] > 1 else 'faster'} in the harness)"
+        rows.append([r["implementation"], _ms(r["harness"]), _ms(r["alone"]), f"{r['ratio']:.2f}", verdict])
     return table(header, rows)
 
 

@@ -149,12 +149,13 @@ def agreement(candidates: dict, reference: str = "hand") -> dict:
     return report
 
 
+WARM_SECONDS = 0.05  # untimed warm-up before each block, beyond the two calls (see timing.interleaved)
 LIBRARY = {"pytorch": "torch", "jax": "jax"}  # by the first word of a candidate's name; the rest is numpy
 
 
 def run_step(cfg: NetConfig, repeats: int, *, torch=None, jax=None, threads: int = 1,
              torch_default_threads: int | None = None, block: int = 3, settle: float = 0.15,
-             check: bool = True) -> dict:
+             check: bool = True, warm_seconds: float = WARM_SECONDS) -> dict:
     """Time one configuration. Returns ``{'config', 'timings', 'agreement'}``; timings are
     :class:`Timing` objects, keyed by implementation name."""
     model, X, y = make_problem(cfg)
@@ -163,7 +164,7 @@ def run_step(cfg: NetConfig, repeats: int, *, torch=None, jax=None, threads: int
     agrees = agreement(candidates) if check else {}
     timings: dict[str, Timing] = interleaved(
         {k: Candidate(v[0], LIBRARY.get(k.split(" ")[0], "numpy")) for k, v in candidates.items()},
-        repeats, block=block, warm=2, settle=settle)
+        repeats, block=block, warm=2, settle=settle, warm_seconds=warm_seconds)
     if torch is not None:
         torch.set_num_threads(threads)
     return {"config": asdict(cfg), "label": cfg.label, "timings": timings, "agreement": agrees}

@@ -108,8 +108,18 @@ def _round_order(names: list[str], libraries: dict[str, str], round_index: int) 
     return [group[(round_index + k) % len(group)] for group in order for k in range(len(group))]
 
 
+def _warm_up(func: Callable[[], object], calls: int, seconds: float) -> None:
+    """Untimed calls: at least ``calls`` of them, and for at least ``seconds``."""
+    start = time.perf_counter()
+    done = 0
+    while done < calls or time.perf_counter() - start < seconds:
+        func()
+        done += 1
+
+
 def interleaved(candidates: dict[str, Candidate | Callable[[], object]], rounds: int, *, block: int = 3,
-                warm: int = 1, settle: float = 0.15, min_sample: float = 0.0) -> dict[str, Timing]:
+                warm: int = 1, settle: float = 0.15, min_sample: float = 0.0,
+                warm_seconds: float = 0.0) -> dict[str, Timing]:
     """Time each candidate in ``rounds`` rounds of ``block`` timed calls.
 
     Parameters
@@ -124,6 +134,10 @@ def interleaved(candidates: dict[str, Candidate | Callable[[], object]], rounds:
         are measurably slower than its steady state, so the step uses two.
     settle : float
         Seconds to sleep when the library changes between blocks (see the module docstring).
+    warm_seconds : float
+        The untimed calls before a block go on for at least this long (and at
+        least ``warm`` calls): a count alone is too short for a fast step to
+        bring a library's thread pool and the core back to speed after the settle.
     min_sample : float
         Seconds: a candidate faster than this is called several times per sample
         (the count fixed once, before the first round), so the timer's resolution
@@ -149,8 +163,7 @@ def interleaved(candidates: dict[str, Candidate | Callable[[], object]], rounds:
                 if previous_library not in (None, cands[name].library) and settle:
                     time.sleep(settle)
                 previous_library = cands[name].library
-                for _ in range(warm):
-                    func()  # untimed: wakes this library's threads, warms its caches
+                _warm_up(func, warm, warm_seconds)  # untimed: wakes this library's threads, warms its caches
                 for _ in range(block):
                     start = time.perf_counter()
                     for _ in range(n):
