@@ -48,8 +48,11 @@ def float_array(func: str, name: str, a, ndim: int | None = None, min_ndim: int 
 def promote(*arrays: np.ndarray) -> tuple[np.ndarray, ...]:
     """The arrays converted to their common dtype (numpy's promotion); unchanged when they share one."""
     first = arrays[0].dtype
-    if all(a.dtype == first for a in arrays[1:]):  # the usual case: no call to result_type (1 us)
-        return arrays
+    for a in arrays:  # a loop, not all(generator): this runs in every forward
+        if a.dtype != first:
+            break
+    else:
+        return arrays  # the usual case: no call to result_type (1 us)
     common = np.result_type(*arrays)
     return tuple(a.astype(common, copy=False) for a in arrays)
 
@@ -119,6 +122,8 @@ def fraction(func: str, name: str, value, what: str, upper_open: bool = False) -
 
 
 def _natural(value) -> bool:
+    if type(value) is int:  # the usual case, without the ABC check
+        return value >= 0
     return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_)) and value >= 0
 
 
