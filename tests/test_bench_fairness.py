@@ -93,3 +93,22 @@ def test_the_ratio_column_says_what_it_is():
     assert "hand / it" not in text
     assert report.RATIO_HEADER in text.splitlines()[0]
     assert text.splitlines()[-1] == report.RATIO_FOOTER and "below 1 the hand step is faster" in report.RATIO_FOOTER
+
+
+def test_a_library_change_runs_the_next_library_untimed_instead_of_sleeping(monkeypatch):
+    now = [0.0]
+    monkeypatch.setattr(timing.time, "perf_counter", lambda: now[0])
+    monkeypatch.setattr(timing.time, "sleep", lambda s: pytest.fail("the harness slept"))
+    calls = []
+
+    def candidate(name):
+        def call():
+            calls.append(name)
+            now[0] += 0.01  # 10 ms a call
+        return call
+
+    cands = {"a": timing.Candidate(candidate("a"), "numpy"), "t": timing.Candidate(candidate("t"), "torch")}
+    result = timing.interleaved(cands, rounds=1, block=2, warm=1, settle=0.05, warm_seconds=0.0)
+    # a: one untimed call, two timed; t (library changed): 50 ms = 5 untimed calls, two timed
+    assert calls == ["a"] * 3 + ["t"] * 7
+    assert result["t"].samples == pytest.approx((0.01, 0.01))

@@ -8,9 +8,17 @@ falls on all alike.
 Libraries share the cores, and their worker threads do not go to sleep at
 once: OpenBLAS's (numpy's BLAS) spin for about 100 ms after each product,
 taking a whole core from whoever runs next. So before a block whose library
-differs from the previous block's, the timer sleeps ``settle`` seconds, and
-every block starts with untimed calls that wake its own library's threads.
-The timed calls then run as they would in a training loop, back to back.
+differs from the previous block's, the next library runs untimed for
+``settle`` seconds, while the previous one's threads wind down. It used to
+sleep instead, and a pause is not neutral: after one, JAX's step stayed about
+1.4x slower for the next 100-250 ms whenever numpy or PyTorch had run before
+the pause (measured: 3.1-3.6 ms against 2.4 ms, recovering only after about
+100 calls), and JAX and PyTorch, each alone in its library's group, followed
+a pause in every round; the harness timed JAX 1.3-1.5x slower than a fresh
+process running nothing else did. Every block then starts with untimed calls
+for ``warm_seconds`` more, and the timed calls run as they would in a
+training loop, back to back. :mod:`.fairness` checks the result against each
+implementation timed alone.
 """
 
 from __future__ import annotations
@@ -133,11 +141,11 @@ def interleaved(candidates: dict[str, Candidate | Callable[[], object]], rounds:
         Untimed calls before each block. PyTorch's first two steps after a pause
         are measurably slower than its steady state, so the step uses two.
     settle : float
-        Seconds to sleep when the library changes between blocks (see the module docstring).
+        Seconds of untimed calls when the library changes between blocks, while
+        the previous library's threads stop spinning (see the module docstring).
     warm_seconds : float
-        The untimed calls before a block go on for at least this long (and at
-        least ``warm`` calls): a count alone is too short for a fast step to
-        bring a library's thread pool and the core back to speed after the settle.
+        The untimed calls before every block go on for at least this long (and
+        at least ``warm`` calls), on top of ``settle`` after a library change.
     min_sample : float
         Seconds: a candidate faster than this is called several times per sample
         (the count fixed once, before the first round), so the timer's resolution
@@ -160,10 +168,10 @@ def interleaved(candidates: dict[str, Candidate | Callable[[], object]], rounds:
         for r in range(rounds):
             for name in _round_order(names, libraries, r):
                 func, n = cands[name].func, calls[name]
-                if previous_library not in (None, cands[name].library) and settle:
-                    time.sleep(settle)
+                switched = previous_library not in (None, cands[name].library)
                 previous_library = cands[name].library
-                _warm_up(func, warm, warm_seconds)  # untimed: wakes this library's threads, warms its caches
+                # untimed: outlasts the previous library's spinning threads, wakes this one's, warms its caches
+                _warm_up(func, warm, warm_seconds + (settle if switched else 0.0))
                 for _ in range(block):
                     start = time.perf_counter()
                     for _ in range(n):
