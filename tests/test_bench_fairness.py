@@ -28,6 +28,7 @@ def test_the_fairness_section_reports_both_times_for_every_implementation(tmp_pa
     assert _run(TINY + ["--no-frameworks", "--sections", "fairness", "--json", str(out)]) == 0
     text = capsys.readouterr().out
     assert "alone, fresh process" in text and "harness ÷ alone" in text
+    assert "malloc: " in text.splitlines()[0]  # the allocator setting, the same in the harness and alone
     doc = json.loads(out.read_text())["fairness"]
     assert doc["tolerance"] == pytest.approx(0.2)
     rows = {r["implementation"]: r for r in doc["rows"]}

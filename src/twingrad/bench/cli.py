@@ -78,8 +78,9 @@ def run(args: argparse.Namespace) -> int:
     sections = _sections(args.sections)
     rounds = args.repeats or (4 if args.quick else 12)
     info = machine.machine_info()
+    info["malloc"] = machine.steady_heap()
     threads = machine.numpy_threads()
-    say(f"twingrad bench: {machine.describe(info)}")
+    say(f"twingrad bench: {machine.describe(info)}; {info['malloc']}")
     fw = _frameworks(args, threads, out)
     for note in fw["notes"]:
         say(f"  {note}")

@@ -22,7 +22,7 @@ import subprocess
 import sys
 from dataclasses import asdict
 
-from . import frameworks
+from . import frameworks, machine
 from .step import LIBRARY, WARM_SECONDS, NetConfig, build_candidates, make_problem, run_step
 from .timing import Candidate, Timing, interleaved
 
@@ -124,6 +124,7 @@ def _main(argv: list[str]) -> int:
     if len(argv) != 1:
         print("usage: python -m twingrad.bench.fairness REQUEST_JSON", file=sys.stderr)
         return 2
+    machine.steady_heap()  # the allocator as in the harness (see machine.steady_heap)
     timing = time_in_this_process(json.loads(argv[0]))
     print(json.dumps({"samples": list(timing.samples), "calls_per_sample": timing.calls_per_sample,
                       "block": timing.block}))
