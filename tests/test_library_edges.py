@@ -279,3 +279,21 @@ def test_pytest_hides_twingrads_frames(tmp_path):
     assert "wrong_relu_backward: dx is wrong" in run.stdout
     assert "test_student.py:10" in run.stdout  # the student's own line
     assert "twingrad/testing.py" not in run.stdout and "twingrad/verify" not in run.stdout, run.stdout
+
+
+def test_an_erroring_function_gets_a_verify_command_to_paste(tmp_path):
+    from twingrad.testing import assert_gradients
+
+    module = tmp_path / "crashing_layers.py"
+    module.write_text(textwrap.dedent("""
+        def affine_forward(x, w, b):
+            return x.reshape(x.shape[0], -1) @ w + b, (x, w, b)
+
+        def affine_backward(dout, cache):
+            raise RuntimeError("not written yet")
+    """))
+    with pytest.raises(AssertionError) as failure:
+        assert_gradients("affine_backward", str(module), cases=1, seed=7)
+    message = str(failure.value)
+    assert "affine_backward: error" in message and "not written yet" in message
+    assert f"  reproduce: twingrad verify --impl {module} --only affine_backward --seed 7" in message

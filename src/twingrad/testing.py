@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import copy
 import os
+import shlex
 from typing import Callable, Sequence
 
 import numpy as np
@@ -269,10 +270,24 @@ def assert_gradients(functions: str | Sequence[str] | None, module, **options) -
     named = functions is not None
     bad = [r for r in records if r.status in ("fail", "error") or (named and r.status == "missing")]
     if bad:
+        path = os.fspath(module) if isinstance(module, (str, os.PathLike)) else getattr(module, "__file__", None)
         lines = []
         for r in bad:
             if r.diagnosis and r.diagnosis.get("text"):
                 lines.append(r.diagnosis["text"])
             else:
                 lines.append(f"{r.function}: {r.status}: {r.message}")
+                if r.status == "error" and path:
+                    lines.append(f"  reproduce: {_verify_command(path, r.function, options)}")
         raise AssertionError("\n".join(lines))
+
+
+def _verify_command(path: str, function: str, options: dict) -> str:
+    """The ``twingrad verify`` command line that runs ``function``'s checks as :func:`assert_gradients` did."""
+    words = ["twingrad", "verify", "--impl", path, "--only", function, "--seed", str(options.get("seed", 0))]
+    for option, default in (("mode", "auto"), ("dtype", "float64")):
+        if options.get(option, default) != default:
+            words += [f"--{option}", str(options[option])]
+    if options.get("keep_prob"):
+        words.append("--keep-prob")
+    return shlex.join(words)
