@@ -4,6 +4,7 @@ Every test that needs bubblewrap runs in both modes and skips the bwrap case, wi
 ``choose("bwrap")`` cannot run. Leftover processes are found by scanning /proc here, not by the module.
 """
 
+import errno
 import json
 import os
 import random
@@ -238,6 +239,14 @@ def test_what_a_runner_can_reach(box, start, submission, tmp_path):
         assert report["ppid"] == os.getpid() and report["judge_visible"]
         assert report["connect"] == report["read_sibling"] == report["read_work"] == "ok"
     assert (submission / "layers.py").read_text() == ("ANSWER = 42\n" if box.name == "bwrap" else "x")
+
+
+def test_bwrap_kernel_settings_are_read_only(box, start):
+    if box.name != "bwrap":  # never try this without a sandbox: a root test run would rename the machine
+        pytest.skip("the no-sandbox mode does not protect kernel settings")
+    code = ("try:\n    open('/proc/sys/kernel/hostname', 'w').write('renamed')\n"
+            "except OSError as exc:\n    print(exc.errno)\nelse:\n    print('written')")
+    assert read_line(start(code)) in (b"%d" % errno.EROFS, b"%d" % errno.EACCES)  # EROFS as root
 
 
 DAEMON = r"""

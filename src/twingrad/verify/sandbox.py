@@ -10,9 +10,10 @@ The judge starts one runner per submission with :func:`launch` and ends it with 
     its working directory ``/tmp/run``. It cannot see other submissions, the cwd, ``/home`` or ``/work``;
     cannot see, signal or trace the judge or other runners, nor reach ``/proc/<judge>/fd``; has no network.
     Killing bwrap kills the whole namespace, so nothing it started survives.
-    Not protected: CPU, memory and process counts (set resource limits), kernel bugs (there is no seccomp
-    filter), anything readable in the bound paths (when the grader runs as root, so does the runner, without
-    capabilities but able to read root-only files such as ``/etc/shadow``: grade as an ordinary user).
+    ``/proc/sys`` is read-only. Not protected: CPU, memory and process counts (set resource limits), kernel
+    bugs (there is no seccomp filter), anything readable in the bound paths. A root grader makes a root
+    runner: without capabilities, but it can read root-only files such as ``/etc/shadow`` and root's
+    keyring. Grade as an ordinary user.
     ``--die-with-parent`` fires when the *thread* that called :func:`launch` exits: launch from long-lived
     threads.
 ``none`` (no bwrap, not Linux, user namespaces disabled, or chosen)
@@ -170,10 +171,12 @@ def _bwrap_argv(bwrap: str, submission: str, env: dict[str, str]) -> list[str]:
     size = [] if bwrap in _no_size else ["--size", str(TMPFS_BYTES)]
     argv += [*size, "--tmpfs", "/tmp", "--dir", WORKDIR]  # before the binds, so a venv in /tmp stays visible
     for path in sorted(set(_python_dirs()), key=len):  # parents first; nested ones are then skipped
-        if not any(path == b or path.startswith(b.rstrip("/") + "/") for b in bound):
+        if path != "/" and not any(path == b or path.startswith(b + "/") for b in bound):
             argv += ["--ro-bind", path, path]
             bound.append(path)
-    return argv + ["--ro-bind", submission, "/submission", "--proc", "/proc", "--dev", "/dev",
+    # bwrap leaves /proc/sys writable for uid 0: a runner of a root grader could set kernel.core_pattern
+    return argv + ["--ro-bind", submission, "/submission", "--proc", "/proc", "--ro-bind", "/proc/sys", "/proc/sys",
+                   "--ro-bind-try", "/proc/sysrq-trigger", "/proc/sysrq-trigger", "--dev", "/dev",
                    "--chdir", WORKDIR, "--"]
 
 
