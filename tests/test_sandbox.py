@@ -349,3 +349,44 @@ def test_launch_rejects_a_missing_submission(tmp_path):
     with pytest.raises(ValueError, match="submission must be an existing folder"):
         sandbox.launch(sandbox.choose("none"), [sys.executable, "-c", "pass"], submission=str(tmp_path / "no"),
                        env=ENV, stderr=None)
+
+
+NOISY = r"""
+import os, subprocess, sys
+if os.fork() == 0:  # an orphan without a token, for whichever thread reaps next
+    if os.fork() == 0:
+        os.setsid()
+        os.execve(sys.executable, [sys.executable, "-c", "import time; time.sleep(100)", sys.argv[1]], {})
+    os._exit(0)
+os.wait()
+subprocess.Popen(["sleep", sys.argv[1]])
+data = sys.stdin.buffer.read(3)
+sys.stdout.buffer.write(data[::-1])
+sys.stdout.flush()
+sys.stdin.buffer.read(1)
+"""
+
+
+def test_runners_in_two_threads_disturb_each_other_in_nothing(box, submission):
+    # As the judge grades with -j 2: every thread launches, talks, kills and reaps while the other works.
+    from concurrent.futures import ThreadPoolExecutor
+
+    marker = f"100.{random.randrange(10**8, 10**9)}"
+    zombies = our_zombies()
+
+    def one(i):
+        runner = sandbox.launch(box, [sys.executable, "-c", NOISY, marker], submission=str(submission),
+                                env=dict(ENV), stderr=subprocess.DEVNULL)
+        try:
+            message = b"%03d" % i
+            runner.stdin.write(message)
+            return read_line_raw(runner, 3) == message[::-1], runner.token
+        finally:
+            sandbox.kill_tree(runner)
+            sandbox.reap_orphans()
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        results = list(pool.map(one, range(6)))
+    assert [ok for ok, _ in results] == [True] * 6
+    assert [pid for _, token in results for pid in leftovers(token, marker)] == []
+    assert our_zombies() <= zombies
