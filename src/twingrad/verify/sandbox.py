@@ -144,14 +144,25 @@ def _try_bwrap(path: str) -> str:
 
 
 def _python_dirs() -> list[str]:
+    sites = [*site.getsitepackages(), *([site.getusersitepackages()] if site.ENABLE_USER_SITE else [])]
     dirs = [sys.prefix, sys.base_prefix, sys.exec_prefix, os.path.dirname(sys.executable),
-            os.path.dirname(os.path.realpath(sys.executable)), *site.getsitepackages()]
-    if site.ENABLE_USER_SITE:
-        dirs.append(site.getusersitepackages())
-    # An editable install lives outside site-packages; find_spec locates it without importing anything.
+            os.path.dirname(os.path.realpath(sys.executable)), *sites, *_pth_dirs(sites)]
+    # The twingrad the judge runs may come from elsewhere (PYTHONPATH); find_spec imports nothing.
     spec = importlib.util.find_spec("twingrad")
     dirs += [os.path.dirname(p) for p in (spec.submodule_search_locations or [])] if spec else []
     return [os.path.abspath(d) for d in dirs if d and os.path.isdir(d)]
+
+
+def _pth_dirs(sites: list[str]) -> list[str]:
+    """Folders that .pth files add to sys.path, as site.addpackage reads them (editable installs)."""
+    dirs = []
+    for folder in sites:
+        with suppress(OSError):
+            for name in sorted(n for n in os.listdir(folder) if n.endswith(".pth")):
+                with open(os.path.join(folder, name), encoding="utf-8", errors="replace") as f:
+                    dirs += [os.path.join(folder, line.rstrip()) for line in f
+                             if line.strip() and not line.startswith(("#", "import ", "import\t"))]
+    return dirs
 
 
 def _bwrap_argv(bwrap: str, submission: str, env: dict[str, str]) -> list[str]:
