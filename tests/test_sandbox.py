@@ -76,6 +76,17 @@ def read_line(runner, timeout=60.0):
     return data[:-1]
 
 
+def read_exactly(runner, size, timeout=60.0):
+    """``size`` bytes from the runner's stdout, or fewer if it closes it or the timeout passes."""
+    data, deadline = b"", time.monotonic() + timeout
+    while len(data) < size and select.select([runner.stdout], [], [], max(0.0, deadline - time.monotonic()))[0]:
+        chunk = os.read(runner.stdout.fileno(), size - len(data))
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
 def _proc(pid, name):
     try:
         with open(f"/proc/{pid}/{name}", "rb") as f:
@@ -164,7 +175,7 @@ ECHO = "import sys; data = sys.stdin.buffer.read(5); sys.stdout.buffer.write(dat
 def test_channel_environment_and_submission_path(box, start, submission):
     runner = start(ECHO)
     runner.stdin.write(b"hello")
-    assert read_line_raw(runner, 5) == b"olleh"
+    assert read_exactly(runner, 5) == b"olleh"
     assert runner.wait(timeout=60) == 0
     code = ("import json, os, sys; env = dict(os.environ); env.pop('LC_CTYPE', None); env.pop('PWD', None)\n"
             "print(json.dumps([sys.argv[1], open(os.path.join(sys.argv[1], 'layers.py')).read(), env]))")
@@ -172,16 +183,6 @@ def test_channel_environment_and_submission_path(box, start, submission):
     expected_path = "/submission" if box.name == "bwrap" else str(submission)
     assert (seen, text) == (expected_path, "ANSWER = 42\n")
     assert env.keys() == {*ENV, sandbox.TOKEN_VAR} and all(env[k] == v for k, v in ENV.items())
-
-
-def read_line_raw(runner, size, timeout=60.0):
-    data, deadline = b"", time.monotonic() + timeout
-    while len(data) < size and select.select([runner.stdout], [], [], max(0.0, deadline - time.monotonic()))[0]:
-        chunk = os.read(runner.stdout.fileno(), size - len(data))
-        if not chunk:
-            break
-        data += chunk
-    return data
 
 
 # What a runner can reach: printed as one JSON line, judged by the test.
@@ -275,7 +276,7 @@ def test_reap_orphans_spares_runners_still_running_and_the_judges_children(box, 
         assert sandbox.reap_orphans() == 0
         assert (alive.poll(), bystander.poll(), leftovers(working.token, marker)) == (None, None, daemon)
         alive.stdin.write(b"abcde")
-        assert read_line_raw(alive, 5) == b"edcba"
+        assert read_exactly(alive, 5) == b"edcba"
         sandbox.kill_tree(working)
         assert leftovers(working.token, marker) == []
         bystander.send_signal(signal.SIGTERM)
@@ -382,7 +383,7 @@ def test_runners_in_two_threads_disturb_each_other_in_nothing(box, submission):
         try:
             message = b"%03d" % i
             runner.stdin.write(message)
-            return read_line_raw(runner, 3) == message[::-1], runner.token
+            return read_exactly(runner, 3) == message[::-1], runner.token
         finally:
             sandbox.kill_tree(runner)
             sandbox.reap_orphans()
