@@ -394,3 +394,20 @@ def test_runners_in_two_threads_disturb_each_other_in_nothing(box, submission):
     assert [ok for ok, _ in results] == [True] * 6
     assert [pid for _, token in results for pid in leftovers(token, marker)] == []
     assert our_zombies() <= zombies
+
+
+def test_an_old_bwrap_without_size_runs_without_the_tmpfs_cap(monkeypatch, tmp_path):
+    try:
+        real = sandbox.choose("bwrap").bwrap
+    except sandbox.SandboxError as exc:
+        pytest.skip(str(exc))
+    old = tmp_path / "bwrap"  # as bubblewrap before 0.10 answers
+    old.write_text('#!/bin/sh\nfor a in "$@"; do [ "$a" = --size ] && { echo "bwrap: Unknown option --size" >&2;'
+                   f' exit 1; }}; done\nexec {real} "$@"\n')
+    old.chmod(0o755)
+    monkeypatch.setattr(sandbox, "_probe", None)
+    monkeypatch.setattr(sandbox, "_no_size", set())
+    monkeypatch.setattr(sandbox, "_candidates", lambda: [str(old)])
+    assert sandbox.choose("bwrap") == sandbox.Sandbox("bwrap", str(old))
+    assert "--size" not in sandbox._bwrap_argv(str(old), str(tmp_path), {})
+    assert "--size" in sandbox._bwrap_argv(real, str(tmp_path), {})
