@@ -208,3 +208,11 @@ def test_a_twingrad_bug_on_one_submission_is_its_internal_error_and_the_others_a
     assert "Traceback" in victim["internal_error"]
     assert by_name["first.py"]["status"] == by_name["last.py"]["status"] == "pass"
     assert code == 1
+
+
+def test_file_names_are_shown_with_control_characters_escaped(tmp_path):
+    shutil.copy(FIXTURES / "good_layers.py", tmp_path / "clear\x1b[2J\rscreen.py")
+    (tmp_path / "broken\x07.py").write_text("def affine_forward(x, w, b):\n    return (\n")
+    code, out, err = _verify("--impl", str(tmp_path), "-k", "1", "--only", ONLY, "--sandbox", "none")
+    assert "\x1b" not in out + err and "\x07" not in out + err and "\r" not in out + err
+    assert "clear\\x1b[2J\\rscreen.py" in out and "broken\\x07.py" in out

@@ -32,7 +32,7 @@ from .loading import import_paragraph
 from .remote import Channel, RemoteCaller, RunnerLost
 from .results import function_record
 from .stateful import detect_dropout_convention
-from .submissions import Submission
+from .submissions import Submission, printable
 from .templates import untouched
 
 RUNNER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "runner.py")
@@ -175,7 +175,7 @@ def grade_one(submission: Submission, settings, limits: Limits, box: sandbox.San
     """Check every selected function of one submission (already snapshot), in its own runners."""
     if submission.import_error:
         return submission
-    settings = dataclasses.replace(settings, impl=submission.path)  # its reproduce commands name its path
+    settings = dataclasses.replace(settings, impl=printable(submission.path))  # its reproduce commands name it
     deadline = time.monotonic() + limits.budget
     session = _Session(submission, limits, box)
     hung: set = set()
