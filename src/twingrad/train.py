@@ -33,6 +33,7 @@ DEFAULTS = {
 }
 PLOT_HINT = "--plot needs matplotlib: pip install twingrad[plot]"
 MAX_WIDTH = 65_536
+MAX_LAYERS = 1_000
 MAX_BATCH = 65_536  # a batch of CIFAR-10 images this large is 0.8 GB in float32
 MAX_PARAMETERS = 10**8  # 0.4 GB of float32 weights, and as much again for each optimizer state
 
@@ -120,8 +121,10 @@ def _model_config(args, stored: dict | None) -> dict:
 
 def _check_size(hidden_dims, input_dim: int) -> None:
     """Refuse a network too large to build, before numpy tries (a checkpoint's config is untrusted too)."""
-    if not isinstance(hidden_dims, list) or not all(type(h) is int and 1 <= h <= MAX_WIDTH for h in hidden_dims):
-        raise ValueError(f"hidden layer widths must be a list of ints in 1..{MAX_WIDTH}, got {str(hidden_dims)[:80]}")
+    if (not isinstance(hidden_dims, list) or len(hidden_dims) > MAX_LAYERS
+            or not all(type(h) is int and 1 <= h <= MAX_WIDTH for h in hidden_dims)):
+        raise ValueError(f"hidden layer widths must be a list of at most {MAX_LAYERS} ints in 1..{MAX_WIDTH}, "
+                         f"got {str(hidden_dims)[:80]}")
     dims = [input_dim, *hidden_dims, 10]
     count = sum(a * b + b for a, b in zip(dims[:-1], dims[1:]))
     if count > MAX_PARAMETERS:
