@@ -21,7 +21,7 @@ import numpy as np
 from . import optim
 from ._checkpoint_checks import MAX_EPOCHS
 from ._cli_types import empty_values, float_range, int_range, nonempty_path
-from .checkpoint import Checkpoint
+from .checkpoint import Checkpoint, remove_stale_temporaries
 from .fc_net import FullyConnectedNet
 
 # Defaults live here, not in argparse, so that on --resume "not given" (None) can be
@@ -188,6 +188,7 @@ def _plot(path, solver) -> None:
     fig.tight_layout()
     # Atomic, as every user file: a crash leaves the old picture or the new one, never half of one.
     folder, name = os.path.split(os.path.abspath(path))
+    remove_stale_temporaries(folder, re.escape(f".{name}.") + r"\d+\.tmp")  # left by a run killed mid-write
     tmp = os.path.join(folder, f".{name}.{os.getpid()}.tmp")
     try:
         fig.savefig(tmp, format="png", dpi=100)
