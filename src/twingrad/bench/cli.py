@@ -28,7 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(90 s measured with 60%% of the CPU taken by other work)")
     parser.add_argument("--repeats", type=int_range(1, 1000), default=None, metavar="N",
                         help="rounds of interleaved timing per measurement, 1..1000 (default 12, quick 4)")
-    parser.add_argument("--sections", type=_sections, default=list(DEFAULT_SECTIONS), metavar="LIST",
+    parser.add_argument("--sections", type=_checked_sections, default=",".join(DEFAULT_SECTIONS), metavar="LIST",
                         help=f"comma-separated subset of {','.join(SECTIONS)} (default: all but fairness, "
                              "which times each implementation again alone in a fresh process)")
     parser.add_argument("--json", metavar="PATH", type=nonempty_path("path"),
@@ -50,8 +50,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     net.add_argument("--reg", type=float_range(0), default=0.0, help="L2 strength of the net, >= 0 (default 0)")
 
 
+def _checked_sections(text: str) -> str:
+    """Type function of --sections: the text, once `_sections` accepts it (kept a string, as the option reads)."""
+    _sections(text)
+    return text
+
+
 def _sections(text: str) -> list[str]:
-    """Type function of --sections: known names, at least one."""
+    """The names in a --sections value: known ones, at least one."""
     chosen = [s.strip() for s in text.split(",") if s.strip()]
     unknown = [s for s in chosen if s not in SECTIONS]
     if unknown or not chosen:
@@ -115,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
     if problem:
         print(f"twingrad bench: error: {problem}", file=sys.stderr)
         return 2
-    sections = _sections(args.sections) if isinstance(args.sections, str) else args.sections
+    sections = _sections(args.sections)
     rounds = args.repeats or (4 if args.quick else 12)
     info = machine.machine_info()
     info["malloc"] = machine.steady_heap()
