@@ -67,7 +67,6 @@ def test_checkpoint_and_resume_give_the_uninterrupted_result(capsys, tmp_path):
 
 @pytest.mark.parametrize("argv, message", [
     (["--dataset", "cifar10"], "--dataset cifar10 needs --data-dir"),
-    (["--hidden", "0"], "hidden_dims must be a list of positive ints"),
     (["--resume", "no/such/file.npz"], "No such file"),
     (["--epochs", "2", "--resume", "{bad}"], "not a readable checkpoint"),
     (["--resume", "{good}", "--normalization", "layernorm"], "model normalization is 'layernorm'"),

@@ -18,7 +18,11 @@ COMMANDS = {
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
     parser = argparse.ArgumentParser(prog="twingrad", description="Learn and verify backpropagation in numpy.")
+    parser.add_argument("--version", action="version",
+                        version=f"twingrad {__version__} (Python {sys.version.split()[0]}, numpy {_numpy_version()})")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module_name, help_text) in COMMANDS.items():
         sub = subparsers.add_parser(name, help=help_text, description=help_text)
@@ -27,13 +31,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _numpy_version() -> str:
+    import numpy
+
+    return numpy.__version__
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return 2
-    return importlib.import_module(args.module).run(args)
+    try:
+        return importlib.import_module(args.module).run(args)
+    except KeyboardInterrupt:  # Ctrl-C is an answer, not a crash: no traceback
+        print(f"twingrad {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

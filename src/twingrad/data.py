@@ -7,16 +7,18 @@ takes: ``X_train, y_train, X_val, y_val, X_test, y_test``, labels as int64.
 from __future__ import annotations
 
 import os
-import pickle
 from typing import Dict, Tuple
 
 import numpy as np
 from numpy.typing import DTypeLike, NDArray
 
+from ._batch_pickle import BatchFormatError, load_batch_pickle
+
 CIFAR_FOLDER = "cifar-10-batches-py"
 CIFAR_TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
 CIFAR_TEST_FILE = "test_batch"
 _CIFAR_ROW = 3 * 32 * 32  # one image: 1024 red, then 1024 green, then 1024 blue bytes
+_MAX_BATCH_BYTES = 2**30  # 5x the whole official training set in one file
 
 
 def _check_count(name: str, value: int) -> None:
@@ -95,10 +97,10 @@ def _batch_field(batch: dict, key: str, filename: str):
 def load_CIFAR_batch(filename: str | os.PathLike) -> Tuple[NDArray, NDArray]:
     """Load one batch file of the official ``cifar-10-batches-py`` folder.
 
-    Warnings
-    --------
-    The official format is a Python pickle, and unpickling can run arbitrary
-    code: load only trusted copies of the official CIFAR-10 data.
+    The official format is a Python 2 pickle. It is read with a restricted
+    unpickler (`twingrad._batch_pickle`) that admits only what the official files
+    contain (dicts, lists, bytes, str, ints and numpy's array recipe), so a crafted
+    file is refused instead of running code.
 
     Parameters
     ----------
@@ -118,35 +120,50 @@ def load_CIFAR_batch(filename: str | os.PathLike) -> Tuple[NDArray, NDArray]:
     FileNotFoundError
         If the file does not exist (the message names the file and its folder).
     ValueError
-        If the file is truncated or corrupt: not unpicklable, missing keys,
-        a data size that is not a multiple of 3072, labels that do not match
-        the number of images or fall outside 0..9.
+        If the file is not a CIFAR-10 batch: not a pickle, a pickle naming anything
+        beyond numpy's array recipe, missing keys, a data size that is not a multiple
+        of 3072, pixels that are NaN, infinite or outside 0..255, labels that are not
+        integers, do not match the number of images or fall outside 0..9.
     """
     filename = os.fspath(filename)
     folder, name = os.path.split(os.path.abspath(filename))
     try:
+        size = os.path.getsize(filename)
+        if size > _MAX_BATCH_BYTES:
+            raise ValueError(f"CIFAR-10 batch {filename} is {size} bytes; an official batch is about "
+                             f"31 MB and this loader reads at most {_MAX_BATCH_BYTES} bytes per file")
         with open(filename, "rb") as f:
-            batch = pickle.load(f, encoding="bytes")
+            raw = f.read()
     except FileNotFoundError:
         raise FileNotFoundError(
             f"CIFAR-10 batch file {name!r} not found in folder {folder}") from None
-    except (OSError, MemoryError):
+    except IsADirectoryError:
+        raise ValueError(f"CIFAR-10 batch {filename} is a directory, not a batch file") from None
+    try:
+        batch = load_batch_pickle(raw)
+    except BatchFormatError as err:
+        raise ValueError(f"CIFAR-10 batch {filename} refused: {err}") from None
+    except MemoryError:
         raise
     except Exception as err:  # a damaged pickle can fail in many ways; all mean "corrupt"
         raise ValueError(f"CIFAR-10 batch {filename} could not be unpickled (truncated or "
-                         f"corrupt?): {type(err).__name__}: {err}") from err
+                         f"corrupt?): {type(err).__name__}: {err}") from None
     if not isinstance(batch, dict):
         raise ValueError(f"CIFAR-10 batch {filename} holds a {type(batch).__name__}, not a dict")
-    data = np.asarray(_batch_field(batch, "data", filename))
-    labels = _batch_field(batch, "labels", filename)
-    if data.dtype.kind not in "uif" or data.size % _CIFAR_ROW:
-        raise ValueError(f"CIFAR-10 batch {filename}: data of size {data.size} and dtype "
-                         f"{data.dtype} is not a whole number of {_CIFAR_ROW}-byte images")
+    data = _batch_field(batch, "data", filename)
+    if not isinstance(data, np.ndarray) or data.dtype.kind not in "uif" or data.size % _CIFAR_ROW:
+        what = f"of size {data.size} and dtype {data.dtype}" if isinstance(data, np.ndarray) else \
+            f"of type {type(data).__name__}"
+        raise ValueError(f"CIFAR-10 batch {filename}: data {what} is not a whole number of "
+                         f"{_CIFAR_ROW}-byte images")
     n = data.size // _CIFAR_ROW
-    try:
-        Y = np.asarray(labels, dtype=np.int64)
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"CIFAR-10 batch {filename}: labels are not integers ({err})") from err
+    if data.dtype.kind == "f" and not np.isfinite(data).all():
+        raise ValueError(f"CIFAR-10 batch {filename}: {int(np.count_nonzero(~np.isfinite(data)))} pixels "
+                         "are NaN or infinite")
+    if data.size and (data.min() < 0 or data.max() > 255):
+        raise ValueError(f"CIFAR-10 batch {filename}: pixels must lie in 0..255, "
+                         f"got values in [{data.min()}, {data.max()}]")
+    Y = _labels(_batch_field(batch, "labels", filename), filename)
     if Y.shape != (n,):
         raise ValueError(f"CIFAR-10 batch {filename}: {Y.size} labels for {n} images")
     if n and (Y.min() < 0 or Y.max() > 9):
@@ -155,6 +172,19 @@ def load_CIFAR_batch(filename: str | os.PathLike) -> Tuple[NDArray, NDArray]:
     # stored as (N, channel, row, col); CS231n works channels last
     X = data.reshape(n, 3, 32, 32).transpose(0, 2, 3, 1).astype(np.float64)
     return X, Y
+
+
+def _labels(labels, filename) -> NDArray:
+    """The labels as int64, refusing floats, bools, strings and anything else that is not an integer."""
+    if isinstance(labels, np.ndarray) and labels.dtype.kind in "iu" and labels.ndim == 1:
+        return labels.astype(np.int64)
+    if isinstance(labels, list):
+        odd = [v for v in labels if type(v) is not int]
+        if not odd:
+            return np.array(labels, dtype=np.int64) if labels else np.zeros(0, np.int64)
+        raise ValueError(f"CIFAR-10 batch {filename}: labels must be integers, got {len(odd)} that are not, "
+                         f"the first {odd[0]!r} ({type(odd[0]).__name__})")
+    raise ValueError(f"CIFAR-10 batch {filename}: labels must be a list of integers, got {type(labels).__name__}")
 
 
 def _cifar_folder(root: str | os.PathLike) -> str:
@@ -177,8 +207,7 @@ def load_CIFAR10(root: str | os.PathLike) -> Tuple[NDArray, NDArray, NDArray, ND
     """Load all of CIFAR-10 from the official ``cifar-10-batches-py`` folder.
 
     ``root`` is that folder (as in CS231n) or the folder that contains it.
-    The files are pickles: load only trusted copies of the official data
-    (see `load_CIFAR_batch`).
+    The files are pickles, read without running code (see `load_CIFAR_batch`).
 
     Returns
     -------

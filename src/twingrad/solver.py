@@ -28,24 +28,28 @@ import numpy as np
 from tqdm import tqdm  # the text bar: tqdm.auto wants ipywidgets in Jupyter
 
 from . import optim
-from .checkpoint import Checkpoint, make_generator
+from ._checkpoint_checks import MAX_BATCH_SIZE, MAX_EPOCHS
+from .checkpoint import Checkpoint, make_generator, stale_pattern
 
 DEFAULTS = {
     "update_rule": "sgd", "optim_config": None, "lr_decay": 1.0, "batch_size": 100, "num_epochs": 10,
     "num_train_samples": 1000, "num_val_samples": None, "checkpoint_name": None, "print_every": 10,
     "verbose": True, "seed": None, "backend": "hand", "progress": True,
 }
-# Settings a checkpoint records, and Solver.resume reuses unless overridden.
-RESUMED = ("lr_decay", "batch_size", "num_epochs", "num_train_samples", "num_val_samples", "checkpoint_name",
+# Settings a checkpoint records, and Solver.resume reuses unless overridden. Not checkpoint_name:
+# where a run writes is the caller's decision, never a file's.
+RESUMED = ("lr_decay", "batch_size", "num_epochs", "num_train_samples", "num_val_samples",
            "print_every", "seed", "backend")
 BACKENDS = ("hand", "autograd")
 
 
-def _count(name, value, minimum=1, optional=False):
+def _count(name, value, minimum=1, optional=False, maximum=None):
     if optional and value is None:
         return None
-    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < minimum:
-        raise ValueError(f"Solver: {name} must be an int >= {minimum}{' or None' if optional else ''}, got {value!r}")
+    if (not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < minimum
+            or (maximum is not None and value > maximum)):
+        allowed = f">= {minimum}" + (f" and <= {maximum}" if maximum is not None else "")
+        raise ValueError(f"Solver: {name} must be an int {allowed}{' or None' if optional else ''}, got {value!r}")
     return int(value)
 
 
@@ -75,7 +79,8 @@ class Solver:
     num_val_samples : int or None, default None
         Likewise for validation accuracy.
     checkpoint_name : str, optional
-        Write ``f"{checkpoint_name}_epoch_{epoch}.npz"`` at the end of each epoch.
+        Write ``f"{checkpoint_name}_epoch_{epoch}.npz"`` at the end of each epoch; the
+        folder must exist. Temporary files left by a killed write are removed at the next.
     print_every : int, default 10
         Log the loss every this many iterations (when verbose).
     verbose : bool, default True
@@ -101,8 +106,8 @@ class Solver:
             raise ValueError(f"Solver: lr_decay must be a number > 0, got {lr_decay!r}")
         # A Python float: a np.float64 learning rate would promote float32 updates to float64.
         self.lr_decay = float(lr_decay)
-        self.batch_size = _count("batch_size", opts["batch_size"])
-        self.num_epochs = _count("num_epochs", opts["num_epochs"], minimum=0)
+        self.batch_size = _count("batch_size", opts["batch_size"], maximum=MAX_BATCH_SIZE)
+        self.num_epochs = _count("num_epochs", opts["num_epochs"], minimum=0, maximum=MAX_EPOCHS)
         self.num_train_samples = _count("num_train_samples", opts["num_train_samples"], optional=True)
         self.num_val_samples = _count("num_val_samples", opts["num_val_samples"], optional=True)
         self.print_every = _count("print_every", opts["print_every"])
@@ -277,7 +282,7 @@ class Solver:
         if self.checkpoint_name is None:
             return
         path = f"{self.checkpoint_name}_epoch_{self.epoch}.npz"
-        self.checkpoint().save(path)
+        self.checkpoint().save(path, stale=stale_pattern(self.checkpoint_name))
         if self.verbose:
             self._log(bar, f"Saved checkpoint to {path}")
 
@@ -288,7 +293,7 @@ class Solver:
         file, or one that does not fit the model or this solver's update rule,
         raises ValueError naming the file and leaves model and solver untouched.
         """
-        self._apply(Checkpoint.load(path), path)
+        self._apply(Checkpoint.load(path, model=self.model), path)
 
     def _apply(self, ckpt: Checkpoint, path) -> None:
         ckpt.check_against(self.model, path)
@@ -319,9 +324,10 @@ class Solver:
         Settings (update rule, optim_config, batch size, number of epochs, lr decay, ...)
         come from the checkpoint; ``kwargs`` override them (e.g. ``num_epochs`` to train
         longer, ``verbose``; a custom callable ``update_rule`` must be passed again).
+        ``checkpoint_name`` is never taken from the file: pass it to go on writing checkpoints.
         ``model`` must be built like the checkpointed one; its state is overwritten.
         """
-        ckpt = Checkpoint.load(path)
+        ckpt = Checkpoint.load(path, model=model)
         settings = {k: ckpt.settings[k] for k in RESUMED if k in ckpt.settings}
         settings.update(update_rule=ckpt.update_rule, optim_config=ckpt.settings.get("optim_config"))
         settings.update(kwargs)

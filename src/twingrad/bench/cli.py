@@ -13,42 +13,84 @@ import time
 
 import numpy as np
 
+from .._cli_types import empty_values, float_range, int_range, nonempty_path
 from . import frameworks, machine, report
 from .step import NetConfig
 
 SECTIONS = ("step", "layers", "bn-alt", "memory", "verify", "scaling", "fairness")
 DEFAULT_SECTIONS = SECTIONS[:-1]  # fairness starts a fresh process per implementation: on request only
+MAX_STEP_BYTES = 2 << 30  # the step's own arrays; timings of anything larger say little on a laptop
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true",
-                        help="fewer rounds and sizes: a rough table in about a minute")
-    parser.add_argument("--repeats", type=int, default=None, metavar="N",
-                        help="rounds of interleaved timing per measurement (default 12, quick 4)")
-    parser.add_argument("--sections", default=",".join(DEFAULT_SECTIONS),
+                        help="fewer rounds and sizes: a rough table in about 10 s on an idle 2-core machine "
+                             "(90 s measured with 60%% of the CPU taken by other work)")
+    parser.add_argument("--repeats", type=int_range(1, 1000), default=None, metavar="N",
+                        help="rounds of interleaved timing per measurement, 1..1000 (default 12, quick 4)")
+    parser.add_argument("--sections", type=_checked_sections, default=",".join(DEFAULT_SECTIONS), metavar="LIST",
                         help=f"comma-separated subset of {','.join(SECTIONS)} (default: all but fairness, "
                              "which times each implementation again alone in a fresh process)")
-    parser.add_argument("--json", metavar="PATH", help="also write every result as JSON ('-' for stdout)")
-    parser.add_argument("--plot", metavar="DIR", help="write step.png and scaling.png into DIR (needs matplotlib)")
+    parser.add_argument("--json", metavar="PATH", type=nonempty_path("path"),
+                        help="also write every result as JSON ('-' for stdout)")
+    parser.add_argument("--plot", metavar="DIR", type=nonempty_path("folder"),
+                        help="write step.png and scaling.png into DIR, created if missing (needs matplotlib)")
     parser.add_argument("--no-frameworks", action="store_true", help="skip PyTorch and JAX even when installed")
-    parser.add_argument("--settle", type=float, default=0.15, metavar="S",
-                        help="seconds to wait when switching libraries, for their spinning threads (default 0.15)")
+    parser.add_argument("--settle", type=float_range(0, 10), default=0.15, metavar="S",
+                        help="seconds to wait when switching libraries, for their spinning threads, "
+                             "0..10 (default 0.15)")
     net = parser.add_argument_group("network of the step (default: the CIFAR-sized 3072-[100]x5-10, batch 200)")
-    net.add_argument("--batch", type=int, default=200)
-    net.add_argument("--input-dim", type=int, default=3072)
-    net.add_argument("--hidden", type=int, default=100, help="width of every hidden layer")
-    net.add_argument("--depth", type=int, default=5, help="number of hidden layers")
-    net.add_argument("--classes", type=int, default=10)
+    net.add_argument("--batch", type=int_range(1, 65_536), default=200, help="1..65536 (default 200)")
+    net.add_argument("--input-dim", type=int_range(1, 1 << 20), default=3072, help="1..1048576 (default 3072)")
+    net.add_argument("--hidden", type=int_range(1, 65_536), default=100,
+                     help="width of every hidden layer, 1..65536 (default 100)")
+    net.add_argument("--depth", type=int_range(1, 100), default=5, help="number of hidden layers, 1..100 (default 5)")
+    net.add_argument("--classes", type=int_range(2, 100_000), default=10, help="2..100000 (default 10)")
     net.add_argument("--dtype", choices=("float32", "float64"), default="float32")
-    net.add_argument("--reg", type=float, default=0.0, help="L2 strength of the net (default 0)")
+    net.add_argument("--reg", type=float_range(0), default=0.0, help="L2 strength of the net, >= 0 (default 0)")
+
+
+def _checked_sections(text: str) -> str:
+    """Type function of --sections: the text, once `_sections` accepts it (kept a string, as the option reads)."""
+    _sections(text)
+    return text
 
 
 def _sections(text: str) -> list[str]:
+    """The names in a --sections value: known ones, at least one."""
     chosen = [s.strip() for s in text.split(",") if s.strip()]
     unknown = [s for s in chosen if s not in SECTIONS]
-    if unknown:
-        raise SystemExit(f"twingrad bench: unknown section(s) {unknown}; choose from {','.join(SECTIONS)}")
+    if unknown or not chosen:
+        raise argparse.ArgumentTypeError(f"got {text!r} (unknown section(s) {unknown}), allowed a comma-separated "
+                                         f"subset of {','.join(SECTIONS)}")
     return chosen
+
+
+def _check_outputs(args) -> str | None:
+    """Why the run cannot start (a size too large, an output that cannot be written), or None."""
+    for option in empty_values(args):
+        return f"argument {option}: got no value ('--' ends the options, it is not a value)"
+    itemsize = np.dtype(args.dtype).itemsize
+    # weights and their gradients, activations and their gradients, the input batch; x2 for the twin's copies
+    widths = [args.input_dim, *[args.hidden] * args.depth, args.classes]
+    weights = sum(a * b for a, b in zip(widths[:-1], widths[1:]))
+    activations = args.batch * sum(widths)
+    need = 2 * 2 * (weights + activations) * itemsize
+    if need > MAX_STEP_BYTES:
+        return (f"a step of the {'-'.join(map(str, widths))} network on batch {args.batch} needs about "
+                f"{need / 2**30:.1f} GiB of arrays; twingrad bench times steps of up to {MAX_STEP_BYTES >> 30} GiB")
+    if args.json and args.json != "-":
+        folder = os.path.dirname(os.path.abspath(args.json))
+        if os.path.isdir(args.json) or not os.path.isdir(folder) or not os.access(folder, os.W_OK):
+            return f"--json {args.json}: not a writable file path (the folder {folder} must exist)"
+    if args.plot:
+        if os.path.exists(args.plot) and not os.path.isdir(args.plot):
+            return f"--plot {args.plot}: is a file; --plot takes a folder"
+        try:
+            os.makedirs(args.plot, exist_ok=True)
+        except OSError as err:
+            return f"--plot {args.plot}: cannot create the folder: {err.strerror}"
+    return None
 
 
 def _frameworks(args, threads: int, out) -> dict:
@@ -75,6 +117,10 @@ def _frameworks(args, threads: int, out) -> dict:
 def run(args: argparse.Namespace) -> int:
     out = sys.stdout if args.json != "-" else sys.stderr  # keep stdout clean for the JSON
     say = lambda *a: print(*a, file=out, flush=True)
+    problem = _check_outputs(args)
+    if problem:
+        print(f"twingrad bench: error: {problem}", file=sys.stderr)
+        return 2
     sections = _sections(args.sections)
     rounds = args.repeats or (4 if args.quick else 12)
     info = machine.machine_info()
