@@ -9,13 +9,12 @@ returns a structured verdict per gradient.
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
 import numpy as np
 
-from .twins import LayerSpec, run_hand, run_twin
+from .twins import LayerSpec, run_hand
 
 
 @dataclass(frozen=True)
@@ -225,31 +224,6 @@ def numeric_vjp(evaluate: Callable, arrays: list, h: float) -> tuple[list, list]
     return grads, kinked
 
 
-def numeric_gradients(spec: LayerSpec, inputs: dict, dout, h: float) -> tuple[dict, dict]:
-    """Central differences of the twin, pulled back along ``dout``, for every ``wrt`` input.
-
-    Uses the five-point stencil ``(8 [f(x+h) - f(x-h)] - [f(x+2h) - f(x-2h)]) / 12h``,
-    whose truncation error is O(h^4) rather than the three-point O(h^2): batch
-    norm over a batch of 2 with a feature of variance near ``eps`` bends so fast
-    that the three-point rule is off by 1e-5 relative where this one is not.
-
-    Returns ``(grads, kinked)``: the numeric gradients and, per gradient, a mask
-    of the elements whose stencil crossed a kink (a sign change in
-    ``spec.kinks``), where finite differences measure nothing useful.
-    """
-    inputs = copy.deepcopy(inputs)  # perturbed in place below; the caller's stay untouched
-    twin = spec.twin_function(inputs)
-    arrays = [inputs[name] for name in spec.wrt]
-
-    def evaluate():
-        value = np.sum(twin(*arrays) * dout)
-        signs = np.sign(spec.kinks(inputs)) if spec.kinks else None
-        return value, signs
-
-    grads, kinked = numeric_vjp(evaluate, arrays, h)
-    return dict(zip(spec.gradient_names, grads)), dict(zip(spec.gradient_names, kinked))
-
-
 def directional_derivative(evaluate: Callable, x: np.ndarray, u: np.ndarray, h: float,
                            base_signs: np.ndarray | None = None) -> tuple[float, bool]:
     """Five-point central difference of a scalar ``evaluate()`` along direction ``u`` of ``x``.
@@ -363,40 +337,33 @@ def check_layer(spec: LayerSpec, inputs: dict, rng: np.random.Generator, module=
     module : module, optional
         Where the hand functions come from (default: twingrad's own).
     h : float, optional
-        Finite-difference step; default by dtype (:data:`STEPS`).
+        Finite-difference step (default: float64's; differences are taken in float64).
 
     Returns
     -------
     LayerCheck
-        Forward (hand vs twin) and, per gradient, hand vs autograd and hand vs numeric.
+        Forward (hand vs twin) and, per gradient, hand vs autograd and hand vs numeric:
+        the comparisons of :func:`twingrad.verify.engine.check_problem`, which
+        ``twingrad verify`` runs too.
     """
+    from .verify.engine import Problem, check_problem  # the one engine (verify builds on this module)
+
     dtype = np.asarray(inputs[spec.wrt[0]]).dtype
     for name in spec.wrt:
         _require_finite(name, inputs[name])
-    h = STEPS[dtype] if h is None else h
-    exact, numeric = tolerance("exact", dtype), tolerance("numeric", dtype)
-
     twin_out = spec.twin_function(inputs)(*(inputs[a] for a in spec.wrt))
     dout = random_upstream(rng, twin_out)
     hand_out, hand_grads = run_hand(spec, inputs, dout, module)
-    _, auto_grads = run_twin(spec, inputs, dout)
-    num_grads, kinked = numeric_gradients(spec, inputs, dout, h)
-
     _check_hand_shapes(spec, inputs, hand_out, twin_out, hand_grads)
+
+    kinks = None
+    if spec.kinks:
+        def kinks(*arrays):
+            return spec.kinks({**inputs, **dict(zip(spec.wrt, arrays))})
+
+    problem = Problem({name: inputs[name] for name in spec.wrt}, spec.twin_function(inputs), lambda _: hand_grads,
+                      dict(zip(spec.wrt, spec.gradient_names)), kinks)
+    _, outcomes = check_problem(problem, rng, dtype, "full", h=h, dout=dout)
     shapes = {name: tuple(np.shape(inputs[name])) for name in spec.wrt}
-    result = LayerCheck(spec.name, shapes, compare(hand_out, twin_out, exact, "twin"))
-    for name in spec.gradient_names:
-        grad = hand_grads[name]
-        vs_numeric = compare(grad, num_grads[name], numeric, "numeric")
-        if not vs_numeric.passed and kinked[name].any():
-            # Judge again without the stencils that crossed a kink: if that passes, it is a kink.
-            vs_numeric = compare(grad, num_grads[name], numeric, "numeric", ignore=kinked[name])
-        result.gradients.append(
-            GradientCheck(
-                gradient=name,
-                shape=tuple(np.shape(grad)),
-                vs_autograd=compare(grad, auto_grads[name], exact, "autograd"),
-                vs_numeric=vs_numeric,
-            )
-        )
-    return result
+    forward = compare(hand_out, np.asarray(twin_out, np.float64), tolerance("exact", dtype), "twin")
+    return LayerCheck(spec.name, shapes, forward, list(outcomes))
