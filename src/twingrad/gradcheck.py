@@ -27,6 +27,11 @@ class Tolerance:
     def bound(self, expected: np.ndarray) -> np.ndarray:
         return self.atol + self.rtol * np.abs(expected)
 
+    def fits(self, actual, expected) -> bool:
+        """True when every element of ``actual`` is within the bound of ``expected`` (same shapes only)."""
+        actual, expected = np.asarray(actual, np.float64), np.asarray(expected, np.float64)
+        return actual.shape == expected.shape and bool(np.all(np.abs(actual - expected) <= self.bound(expected)))
+
 
 # "exact": hand vs autograd twin. Both are analytic, so they differ by rounding only.
 # "numeric": vs central differences, whose error is O(h^2) truncation plus O(eps / h) rounding.

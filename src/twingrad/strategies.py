@@ -21,11 +21,10 @@ from dataclasses import dataclass
 import numpy as np
 from hypothesis import strategies as st
 
-from .twins import LayerSpec
+from .twins import SCALES, LayerSpec
 
 # Scales of the inputs: small enough that float64 central differences stay
 # accurate (their truncation error grows like 1/scale^2 for normalization).
-SCALES = (0.1, 1.0, 10.0)
 
 
 def seeds() -> st.SearchStrategy[int]:

@@ -22,6 +22,8 @@ from autograd import make_vjp
 from . import functional as F
 
 Inputs = dict  # argument name -> array, label vector or param dict
+# Input scales of the random cases (the property tests and twingrad verify): small, unit, large.
+SCALES = (0.1, 1.0, 10.0)
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .._text import table
 from .timing import Timing, paired_ratio
 
 GOALS = (("pytorch eager", 0.8), ("jax jit", 1.0), ("matmul floor", 1.5))  # hand step / other, at most
@@ -13,13 +14,6 @@ def _ms(t: Timing) -> str:
 
 def _us(t: Timing) -> str:
     return f"{t.median * 1e6:.0f}"
-
-
-def table(header: list[str], rows: list[list[str]]) -> str:
-    """Left-aligned columns separated by two spaces, with a rule under the header."""
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    lines = [header, ["-" * w for w in widths], *rows]
-    return "\n".join("  ".join(str(v).ljust(w) for v, w in zip(line, widths)).rstrip() for line in lines)
 
 
 RATIO_HEADER = "hand ÷ this"
@@ -106,8 +100,6 @@ def memory_table(rows: list[dict]) -> str:
 
 def verify_table(result: dict) -> str:
     def cell(entry):
-        if entry.get("status") == "unavailable":
-            return "unavailable"
         prefix = "~" if entry["status"] == "estimated" else ""
         verdict = "" if entry["status"] == "estimated" else f" ({entry['status']})"
         return f"{prefix}{entry['seconds']:.2f} s{verdict}"

@@ -5,8 +5,7 @@ Full mode on 3072-[100]x5-10 takes central differences for each of its ~360k
 parameters: far too long to run here, so it is measured on a small network and
 estimated for the big one from the time of one loss evaluation. The check
 itself comes from :mod:`twingrad.verify` (``engine.check_problem`` on
-``network.net_problem``); if that API is not importable, this section reports
-itself unavailable instead of failing the run.
+``network.net_problem``): the same engine ``twingrad verify`` runs.
 """
 
 from __future__ import annotations
@@ -15,26 +14,15 @@ import time
 
 import numpy as np
 
+from ..verify.engine import check_problem
+from ..verify.network import Builder, net_problem, parse_architecture
+
 #: evaluations of the loss per parameter in full mode: the five-point central difference
 EVALS_PER_ELEMENT = 4
 
 
-def _api():
-    """The verify package's network check, or None and the reason (the hook to fill in)."""
-    try:
-        from ..verify.engine import check_problem
-        from ..verify.network import Builder, net_problem, parse_architecture
-    except Exception as exc:  # ImportError while that package is being written, or a renamed function
-        return None, f"twingrad.verify network check not importable ({type(exc).__name__}: {exc})"
-    return (check_problem, Builder, net_problem, parse_architecture), ""
-
-
 def time_check(arch_text: str, mode: str, seed: int = 0) -> dict:
     """Seconds for one three-way check of the architecture in ``mode``, and its verdict."""
-    api, why = _api()
-    if api is None:
-        return {"status": "unavailable", "why": why}
-    check_problem, Builder, net_problem, parse_architecture = api
     arch = parse_architecture(arch_text)
     rng = np.random.default_rng(seed)
     start = time.perf_counter()
@@ -49,10 +37,6 @@ def time_check(arch_text: str, mode: str, seed: int = 0) -> dict:
 
 def estimate_full(arch_text: str, seed: int = 0, evaluations: int = 5) -> dict:
     """Full mode's time on ``arch_text`` estimated as elements x evaluations per element x one loss evaluation."""
-    api, why = _api()
-    if api is None:
-        return {"status": "unavailable", "why": why}
-    _, Builder, net_problem, parse_architecture = api
     arch = parse_architecture(arch_text)
     model, X, y = Builder()(arch, np.random.default_rng(seed), np.float64)
     problem = net_problem(arch, model, X, y)[0]

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..gradcheck import compare, numeric_vjp, random_upstream, tolerance
-from ..twins import REGISTRY, LayerSpec
+from ..twins import REGISTRY, SCALES, LayerSpec
 from . import calling, stateful
 from .calling import Caller, Stub, UserError
 from .remote import Planned
@@ -26,7 +26,6 @@ from .diagnosis import diagnose
 from .engine import HandError, Problem, check_problem, fingerprint, ulp
 from .results import Collector, Outcome, Record, function_record
 
-SCALES = (0.1, 1.0, 10.0)
 # float32 keeps 7 digits: at scales 0.1 and 10 a batch-normalized layer's input
 # varies by less than float32 resolves next to its offset, and an honest float32
 # implementation's rounding dwarfs float32 tolerances (the bias before batch norm,
@@ -319,7 +318,7 @@ def _normalization_hints(spec: LayerSpec, inputs64: dict, out, tol) -> list[str]
                                                              f"{spec.name} takes them over axis {axis}"))
     got = np.asarray(out, np.float64)
     return [text for model, text in candidates
-            if model.shape == got.shape and np.all(np.abs(got - model) <= tol.bound(model))][:1]
+            if tol.fits(got, model)][:1]
 
 
 def _own_forward_hint(fn, outcome, own_forward, problem, dout, value, twin_out, settings) -> list[str]:

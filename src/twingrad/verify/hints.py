@@ -17,13 +17,6 @@ import numpy as np
 from ..gradcheck import Tolerance
 
 
-def _fits(got: np.ndarray, model: np.ndarray, tol: Tolerance) -> bool:
-    """True when ``got`` equals ``model`` within ``tol``, elementwise (the check's own rule)."""
-    if got.shape != model.shape:
-        return False
-    return bool(np.all(np.abs(got - model) <= tol.bound(model)))
-
-
 def _near(value: float, target: float) -> bool:
     return abs(value - target) <= 1e-6 * max(1.0, abs(target))
 
@@ -59,7 +52,7 @@ def constant_factor(got, expected, tol, context) -> str | None:
     if got.size < 2 or norm == 0:
         return None
     c = float(np.sum(got * expected)) / norm
-    if _near(c, 1.0) or _near(c, 0.0) or not _fits(got, c * expected, tol):
+    if _near(c, 1.0) or _near(c, 0.0) or not tol.fits(got, c * expected):
         return None  # (all zeros: zeros() says it better)
     if _near(c, -1.0):
         return "sign flipped: got = -expected everywhere"
@@ -77,7 +70,7 @@ def zeros(got, expected, tol, context) -> str | None:
 
 
 def transposed(got, expected, tol, context) -> str | None:
-    if got.ndim == 2 and got.shape[0] == got.shape[1] > 1 and _fits(got, expected.T, tol):
+    if got.ndim == 2 and got.shape[0] == got.shape[1] > 1 and tol.fits(got, expected.T):
         return "transposed: got = expected.T (e.g. dout.T @ x where x.T @ dout belongs)"
     return None
 
@@ -94,7 +87,7 @@ def relu_mask(got, expected, tol, context) -> str | None:
         (np.ones_like(x, bool), "no mask: dout passes through unchanged, also where x <= 0"),
     ]
     for mask, text in candidates:
-        if _fits(got, dout * mask, tol):
+        if tol.fits(got, dout * mask):
             return f"wrong ReLU mask: {text}"
     return None
 
@@ -140,17 +133,17 @@ def statistics_paths(got, expected, tol, context) -> str | None:
     diff = got - expected
     what = "every sample of a feature" if axis == 0 else "every feature of a sample"
     mean_fit = expected + diff.mean(axis=axis, keepdims=True)
-    if n >= 3 and _fits(got, mean_fit, tol):
+    if n >= 3 and tol.fits(got, mean_fit):
         return (f"got - expected is the same for {what}: the path through the mean is missing or wrong "
                 f"(the term that subtracts the mean of the upstream gradient, times gamma / sigma)")
     # x_hat has mean 0 along the axis, so the two fits are orthogonal and add up.
     sq = np.sum(x_hat * x_hat, axis=axis, keepdims=True)
     slope = np.divide(np.sum(diff * x_hat, axis=axis, keepdims=True), sq, out=np.zeros_like(sq), where=sq > 0)
-    if n >= 3 and _fits(got, expected + slope * x_hat, tol):
+    if n >= 3 and tol.fits(got, expected + slope * x_hat):
         return (f"got - expected is proportional to x_hat for {what}: the path through the variance is "
                 f"missing or wrong (the term with x_hat * mean(dout * gamma * x_hat))")
     both_fit = expected + diff.mean(axis=axis, keepdims=True) + slope * x_hat
-    if n >= 4 and _fits(got, both_fit, tol):
+    if n >= 4 and tol.fits(got, both_fit):
         return ("got - expected is a + b * x_hat per feature: the paths through the batch statistics "
                 "(mean and variance) are missing or wrong; the direct path dout * gamma / sigma is right")
     return None

@@ -349,7 +349,7 @@ def _regularization_hints(outcome, W, reg, settings) -> list[str]:
                          (1.0, "the L2 term is added twice (2 * reg * W)"),
                          (-0.5, "the L2 term is 0.5 * reg * W; the derivative of 0.5 * reg * sum(W**2) is reg * W")):
         model = expected + factor * reg * W
-        if np.all(np.abs(got - model) <= tol.bound(model)):
+        if tol.fits(got, model):
             return [text]
     return []
 

@@ -8,6 +8,7 @@ import json
 from collections import Counter
 
 from .. import __version__
+from .._text import table
 from .results import STATUSES, SUBMISSION_STATUSES, Record, exit_code, worst_status
 
 SCHEMA = "twingrad-verify/1"
@@ -62,17 +63,11 @@ def _error_text(value) -> str:
     return "" if value is None else f"{value:.1e}"
 
 
-def _table(header: list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
-    return "\n".join("  ".join(str(v).ljust(w) for v, w in zip(row, widths)).rstrip()
-                     for row in [header, ["-" * w for w in widths], *rows])
-
-
 def checks_table(records: list[Record]) -> str:
     """One row per checked quantity: function, gradient, shapes tried, max abs err, max rel err, status."""
     rows = [[_function_text(r), r.gradient or "-", _shapes_text(r.shapes), _error_text(r.max_abs_error),
              _error_text(r.max_rel_error), r.status] for r in records]
-    return _table(["function", "gradient", "shapes tried", "max abs err", "max rel err", "status"], rows)
+    return table(["function", "gradient", "shapes tried", "max abs err", "max rel err", "status"], rows)
 
 
 def _function_text(record: Record) -> str:
@@ -152,7 +147,7 @@ def submissions_table(submissions) -> str:
         flag = " [imports twingrad]" if s.uses_twingrad else ""
         rows.append([s.name, *(str(found[k]) for k in ("pass", "fail", "error", "missing", "kink")), status + flag,
                      _shorten(", ".join(failing))])
-    return _table(["submission", "pass", "fail", "error", "missing", "kink", "status", "failing"], rows)
+    return table(["submission", "pass", "fail", "error", "missing", "kink", "status", "failing"], rows)
 
 
 def _first_sentence(text: str) -> str:

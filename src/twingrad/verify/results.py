@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..gradcheck import Comparison
 
 STATUSES = ("pass", "fail", "missing", "error", "kink")
 SUBMISSION_STATUSES = ("pass", "incomplete", "fail", "import_error", "internal_error")
@@ -176,8 +175,3 @@ def _finite_or_inf(value: float) -> float:
 
 def _size(shapes: dict) -> int:
     return sum(int(np.prod(s)) for s in shapes.values())
-
-
-def comparison_json(c: Comparison) -> dict:
-    return {"reference": c.reference, "max_abs_error": _finite_or_none(c.max_abs_error),
-            "max_rel_error": _finite_or_none(c.max_rel_error), "passed": c.passed}

@@ -104,7 +104,7 @@ def _running_hints(key, got, momentum, start, batch, x64, tol) -> list[str]:
                         "the standard deviation is averaged, not the variance")]
     candidates += [(start, "the running average is not updated (or not stored back into bn_param)"),
                    (batch, "the running average is overwritten by the batch value instead of averaged")]
-    return [text for model, text in candidates if np.all(np.abs(got - model) <= tol.bound(model))][:1]
+    return [text for model, text in candidates if tol.fits(got, model)][:1]
 
 
 # -- dropout ----------------------------------------------------------------------------

@@ -224,4 +224,4 @@ def _step_hints(name, got, context, tol) -> list[str]:
             candidates += [(w - lr * (m / (1 - b1**t)) / (np.sqrt(v / (1 - b2**t)) + eps),
                             "t is increased after the bias correction: increase it first (the first step has t = 1)")]
     got = np.asarray(got, np.float64)
-    return [text for model, text in candidates if np.all(np.abs(got - model) <= tol.bound(model))][:1]
+    return [text for model, text in candidates if tol.fits(got, model)][:1]
