@@ -25,9 +25,13 @@ def function_names() -> list[str]:
     return [*FUNCTIONS, network.FUNCTION, *update_rules.RULES]
 
 
-# The module of the course package each function is written in (the "role" of the module).
-ROLE_OF = {**{name: fn.spec.module for name, fn in FUNCTIONS.items()}, network.FUNCTION: "fc_net",
-           **{name: "optim" for name in update_rules.RULES}}
+def role_of(name: str) -> str:
+    """The module of the course package a function is written in: its registry entry's, fc_net, optim."""
+    if name == network.FUNCTION:
+        return "fc_net"
+    if name in update_rules.RULES:
+        return "optim"
+    return FUNCTIONS[name].spec.module if name in FUNCTIONS else "layers"
 
 
 def selected_functions(settings) -> list[str]:

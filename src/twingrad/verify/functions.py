@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import types
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -54,14 +55,33 @@ def _table() -> dict[str, Function]:
     return table
 
 
-FUNCTIONS: dict[str, Function] = _table()
+class _Functions(Mapping):
+    """Every CS231n function of the registry, read from :data:`~twingrad.twins.REGISTRY` at each use:
+    a layer registered at any time (a plug-in, a test) is checked like the others."""
+
+    def __getitem__(self, name: str) -> Function:
+        return _table()[name]
+
+    def __iter__(self):
+        return iter(_table())
+
+    def __len__(self) -> int:
+        return len(_table())
+
+
+FUNCTIONS: Mapping[str, Function] = _Functions()
 
 
 def reference_module() -> types.SimpleNamespace:
-    """twingrad's own functions under their CS231n names, as one namespace (layers, layer_utils, optim)."""
-    from .. import layer_utils, layers, optim
+    """twingrad's own functions under their CS231n names, as one namespace: every registered layer's
+    hand pair (from the module its entry names), and the update rules."""
+    from .. import optim
 
-    return types.SimpleNamespace(**{**vars(layers), **vars(layer_utils), **vars(optim)})
+    names = {**vars(optim)}
+    for spec in REGISTRY.values():
+        module = spec.hand_module()
+        names.update({name: getattr(module, name) for name in (spec.forward, spec.backward) if name})
+    return types.SimpleNamespace(**names)
 
 
 def check_function(fn: Function, caller: Caller, settings) -> list[Record]:

@@ -26,7 +26,7 @@ import traceback
 from concurrent.futures import ThreadPoolExecutor
 
 from . import sandbox
-from .checking import ROLE_OF, check_one, selected_functions
+from .checking import check_one, role_of, selected_functions
 from .functions import FUNCTIONS
 from .loading import import_paragraph
 from .remote import Channel, RemoteCaller, RunnerLost
@@ -88,7 +88,7 @@ class _Session:
         self.errors = tempfile.TemporaryFile()
         argv = [sys.executable, "-I", RUNNER, "{submission}", "--memory-limit", str(self.limits.memory_mb)]
         self.runner = sandbox.launch(self.box, argv, submission=s.root, env=dict(_RUNNER_ENV), stderr=self.errors)
-        caller = RemoteCaller(Channel(self.runner), _home, self.limits.memory_mb or None)
+        caller = RemoteCaller(Channel(self.runner), role_of, self.limits.memory_mb or None)
         caller.deadline = min(time.monotonic() + self.limits.timeout, deadline)
         try:
             answers = caller.load(s.modules, s.paths)
@@ -167,10 +167,6 @@ class _Session:
         self.caller = None
 
 
-def _home(name: str) -> str:
-    return ROLE_OF.get(name, "layers")
-
-
 def grade_one(submission: Submission, settings, limits: Limits, box: sandbox.Sandbox) -> Submission:
     """Check every selected function of one submission (already snapshot), in its own runners."""
     if submission.import_error:
@@ -242,7 +238,7 @@ def _check(name, session: _Session, settings, limits: Limits, deadline: float, h
         message, session.submission.import_error = session.submission.import_error, None
         return [function_record(name, "error", message, settings)]
     caller = session.caller
-    role = _home(name)
+    role = role_of(name)
     if not caller.has(name) and role in session.role_errors:
         return [function_record(name, "error", session.role_errors[role], settings)]
     caller.deadline = min(time.monotonic() + limits.timeout, deadline)
