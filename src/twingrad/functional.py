@@ -105,3 +105,107 @@ def affine_bn_relu(x, w, b, gamma, beta, eps: float = 1e-5):
 def affine_ln_relu(x, w, b, gamma, beta, eps: float = 1e-5):
     """Twin of :func:`twingrad.layer_utils.affine_ln_relu_forward`."""
     return relu(layernorm(affine(x, w, b), gamma, beta, eps))
+
+
+# --- convolutional layers ---------------------------------------------------------
+
+
+def _windows(x, hh: int, ww: int, stride: int, out_h: int, out_w: int):
+    """Yield ``((k, l), x[:, :, k::stride, l::stride])`` cut to (N, C, H', W'): each kernel offset's pixels.
+
+    Strided slices are differentiable in autograd (their VJP scatters back), so
+    sums over these views are the convolution and the pooling without any loop
+    over output pixels.
+    """
+    for k in range(hh):
+        for l in range(ww):
+            yield (k, l), x[:, :, k:k + stride * out_h:stride, l:l + stride * out_w:stride]
+
+
+def conv(x, w, b, stride: int = 1, pad: int = 0):
+    """Convolution (cross-correlation) of x (N, C, H, W) with w (F, C, HH, WW), plus b (F,) -> (N, F, H', W').
+
+    One ``tensordot`` per kernel offset ``(k, l)``: that offset's input pixels
+    under every window, against the filters' weights at ``(k, l)``.
+    """
+    num_filters, _, hh, ww = w.shape
+    if pad:
+        x = anp.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)), mode="constant")
+    out_h = 1 + (x.shape[2] - hh) // stride
+    out_w = 1 + (x.shape[3] - ww) // stride
+    out = 0.0
+    for (k, l), pixels in _windows(x, hh, ww, stride, out_h, out_w):
+        out = out + anp.tensordot(pixels, w[:, :, k, l], axes=([1], [1]))  # (N, H', W', F)
+    return anp.transpose(out + b, (0, 3, 1, 2))
+
+
+def first_max_offsets(x, pool_height: int, pool_width: int, stride: int):
+    """Row-major index of the first maximum of every pooling window, shape (N, C, H', W').
+
+    Plain numpy on the traced value: which input wins is a constant of the
+    derivative, as a ReLU's mask.
+    """
+    x = getval(x)
+    out_h = 1 + (x.shape[2] - pool_height) // stride
+    out_w = 1 + (x.shape[3] - pool_width) // stride
+    best = None
+    first = None
+    for (k, l), pixels in _windows(x, pool_height, pool_width, stride, out_h, out_w):
+        if best is None:
+            best, first = pixels, anp.zeros(pixels.shape, dtype=int)
+            continue
+        better = pixels > best  # strictly: a tie keeps the earlier offset
+        best = anp.where(better, pixels, best)
+        first = anp.where(better, k * pool_width + l, first)
+    return first
+
+
+def max_pool(x, pool_height: int = 2, pool_width: int = 2, stride: int = 2):
+    """Max pooling of x (N, C, H, W), the gradient going to each window's first maximum.
+
+    ``anp.max`` would share the gradient among tied maxima; the hand passes (and
+    the course) give it all to the first, so the twin selects that one input
+    per window and sums: the same value, and the same derivative at a tie.
+    """
+    first = first_max_offsets(x, pool_height, pool_width, stride)
+    out_h, out_w = first.shape[2:]
+    out = 0.0
+    for (k, l), pixels in _windows(x, pool_height, pool_width, stride, out_h, out_w):
+        out = out + pixels * (first == k * pool_width + l)
+    return out
+
+
+def _channels_last(x):
+    n, c, h, w = x.shape
+    return anp.reshape(anp.transpose(x, (0, 2, 3, 1)), (n * h * w, c))
+
+
+def spatial_batchnorm(x, gamma, beta, eps: float = 1e-5, running_mean=None, running_var=None):
+    """Batch norm of x (N, C, H, W) per channel over N, H, W; gamma, beta (C,). Through :func:`batchnorm`."""
+    n, c, h, w = x.shape
+    out = batchnorm(_channels_last(x), gamma, beta, eps, running_mean, running_var)
+    return anp.transpose(anp.reshape(out, (n, h, w, c)), (0, 3, 1, 2))
+
+
+def spatial_groupnorm(x, gamma, beta, G: int, eps: float = 1e-5):
+    """Group norm of x (N, C, H, W): G groups of consecutive channels; gamma, beta (1, C, 1, 1).
+
+    Each sample's group is one row of an (N*G, C/G*H*W) matrix: layer norm of
+    that row (scale 1, shift 0), then the per-channel scale and shift.
+    """
+    n = x.shape[0]
+    rows = anp.reshape(x, (n * G, -1))
+    ones = anp.ones(rows.shape[1])
+    x_hat = anp.reshape(layernorm(rows, ones, 0.0 * ones, eps), x.shape)
+    return gamma * x_hat + beta
+
+
+def conv_relu(x, w, b, stride: int = 1, pad: int = 0):
+    """Twin of :func:`twingrad.layer_utils.conv_relu_forward`."""
+    return relu(conv(x, w, b, stride, pad))
+
+
+def conv_relu_pool(x, w, b, stride: int = 1, pad: int = 0, pool_height: int = 2, pool_width: int = 2,
+                   pool_stride: int = 2):
+    """Twin of :func:`twingrad.layer_utils.conv_relu_pool_forward`."""
+    return max_pool(conv_relu(x, w, b, stride, pad), pool_height, pool_width, pool_stride)

@@ -1,14 +1,22 @@
 """Sandwich layers: common stacks of hand-derived layers with one forward and one backward.
 
 ``affine_relu`` is affine -> ReLU; ``affine_bn_relu`` and ``affine_ln_relu`` put
-batch or layer normalization between the two. Their twins are the compositions
-of the layer twins in :mod:`twingrad.functional`.
+batch or layer normalization between the two; ``conv_relu`` is convolution ->
+ReLU and ``conv_relu_pool`` adds a max pooling, both with the fast (im2col)
+layers, as in the course. Their twins are the compositions of the layer twins
+in :mod:`twingrad.functional`.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from .fast_layers import (  # noqa: F401  (the course's layer_utils exposes the fast layers too)
+    conv_backward_fast,
+    conv_forward_fast,
+    max_pool_backward_fast,
+    max_pool_forward_fast,
+)
 from .layers import affine_backward, affine_forward, relu_backward, relu_forward
 from .normalization import batchnorm_backward_alt, batchnorm_forward, layernorm_backward, layernorm_forward
 
@@ -58,3 +66,31 @@ def affine_ln_relu_backward(dout: np.ndarray, cache, *, input_grad: bool = True)
     da, dgamma, dbeta = layernorm_backward(dnormed, ln_cache)
     dx, dw, db = affine_backward(da, fc_cache, input_grad=input_grad)
     return dx, dw, db, dgamma, dbeta
+
+
+def conv_relu_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray, conv_param: dict):
+    """Convolution then ReLU. ``x`` (N, C, H, W), ``w`` (F, C, HH, WW), ``b`` (F,) -> out (N, F, H', W'), cache."""
+    a, conv_cache = conv_forward_fast(x, w, b, conv_param)
+    out, relu_cache = relu_forward(a)
+    return out, (conv_cache, relu_cache)
+
+
+def conv_relu_backward(dout: np.ndarray, cache, *, input_grad: bool = True):
+    """Gradients of :func:`conv_relu_forward`: ``(dx, dw, db)``; ``dx`` is None without ``input_grad``."""
+    conv_cache, relu_cache = cache
+    return conv_backward_fast(relu_backward(dout, relu_cache), conv_cache, input_grad=input_grad)
+
+
+def conv_relu_pool_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray, conv_param: dict, pool_param: dict):
+    """Convolution, ReLU, max pooling. Shapes as :func:`conv_relu_forward`; out (N, F, H'', W'') after pooling."""
+    a, conv_cache = conv_forward_fast(x, w, b, conv_param)
+    s, relu_cache = relu_forward(a)
+    out, pool_cache = max_pool_forward_fast(s, pool_param)
+    return out, (conv_cache, relu_cache, pool_cache)
+
+
+def conv_relu_pool_backward(dout: np.ndarray, cache, *, input_grad: bool = True):
+    """Gradients of :func:`conv_relu_pool_forward`: ``(dx, dw, db)``; ``dx`` is None without ``input_grad``."""
+    conv_cache, relu_cache, pool_cache = cache
+    ds = max_pool_backward_fast(dout, pool_cache)
+    return conv_backward_fast(relu_backward(ds, relu_cache), conv_cache, input_grad=input_grad)

@@ -5,7 +5,9 @@ Names and signatures follow the CS231n assignments, so a student's code and
 twingrad's are interchangeable. The pure, autograd-differentiated versions of
 the same functions live in :mod:`twingrad.functional` under the same name root
 (``affine_forward`` <-> ``functional.affine``). Batch and layer normalization
-live in :mod:`twingrad.normalization` and are re-exported here.
+live in :mod:`twingrad.normalization`, the naive convolution and max pooling in
+:mod:`twingrad.conv`, spatial batch and group normalization in
+:mod:`twingrad.spatial_norm`; all are re-exported here.
 
 Rules every layer here follows (checked in :mod:`twingrad._validate`):
 
@@ -32,12 +34,24 @@ import numpy as np
 
 from . import _fast
 from . import _validate as check
+from .conv import (  # noqa: F401  (re-exported: the CS231n namespace)
+    conv_backward_naive,
+    conv_forward_naive,
+    max_pool_backward_naive,
+    max_pool_forward_naive,
+)
 from .normalization import (  # noqa: F401  (re-exported: the CS231n namespace)
     batchnorm_backward,
     batchnorm_backward_alt,
     batchnorm_forward,
     layernorm_backward,
     layernorm_forward,
+)
+from .spatial_norm import (  # noqa: F401  (re-exported: the CS231n namespace)
+    spatial_batchnorm_backward,
+    spatial_batchnorm_forward,
+    spatial_groupnorm_backward,
+    spatial_groupnorm_forward,
 )
 
 

@@ -143,12 +143,19 @@ class LayerCase:
 
 
 def layer_cases(spec: LayerSpec, max_batch: int = 6, scales=SCALES, dtype=np.float64) -> st.SearchStrategy[LayerCase]:
-    """Shapes, scales and seeds for ``spec``, within the ranks and batch sizes it accepts."""
+    """Shapes, scales and seeds for ``spec``, within the ranks, batch sizes and :attr:`~LayerSpec.max_shape` it accepts."""
     low, high = spec.ndim
+    if spec.max_shape is None:
+        shapes = batch_shapes(spec.min_batch, max_batch, low, high)
+    else:
+        limits = spec.max_shape
+        shapes = st.integers(low, high).flatmap(lambda ndim: st.tuples(
+            st.integers(spec.min_batch, max(spec.min_batch, min(max_batch, limits[0]))),
+            *[st.integers(1, limit) for limit in limits[1:ndim]]))
     return st.builds(
         LayerCase,
         spec=st.just(spec),
-        shape=batch_shapes(spec.min_batch, max_batch, low, high),
+        shape=shapes,
         scale=st.sampled_from(scales),
         seed=seeds(),
         dtype=st.just(dtype),

@@ -19,6 +19,7 @@ from typing import Callable
 import numpy as np
 from autograd import make_vjp
 
+from . import _conv_cases as conv
 from . import functional as F
 
 Inputs = dict  # argument name -> array, label vector or param dict
@@ -59,6 +60,11 @@ class LayerSpec:
         Smallest and largest rank of the first input.
     min_batch : int
         Smallest batch size the layer accepts (2 for batch norm in train mode).
+    max_shape : tuple of int or None
+        Largest size of each axis of the first input, batch first, for the
+        random shapes (:meth:`random_shape`, the property tests); None leaves
+        the callers' defaults. Convolutions keep theirs small: finite
+        differences cost four evaluations per input element.
     """
 
     name: str
@@ -73,6 +79,7 @@ class LayerSpec:
     kinks: Callable[[Inputs], np.ndarray] | None = None
     ndim: tuple[int, int] = (2, 2)
     min_batch: int = 1
+    max_shape: tuple[int, ...] | None = None
 
     @property
     def is_loss(self) -> bool:
@@ -86,10 +93,16 @@ class LayerSpec:
         return importlib.import_module(f"twingrad.{self.module}")
 
     def random_shape(self, rng: np.random.Generator, max_batch: int = 6, max_side: int = 5) -> tuple:
-        """A shape for the first input that this layer accepts: ``(N, d_1, ..., d_k)``."""
+        """A shape for the first input that this layer accepts: ``(N, d_1, ..., d_k)``.
+
+        Each axis is also capped by :attr:`max_shape`, when the layer has one.
+        """
         ndim = int(rng.integers(self.ndim[0], self.ndim[1] + 1))
-        batch = int(rng.integers(self.min_batch, max_batch + 1))
-        return (batch, *(int(d) for d in rng.integers(1, max_side + 1, size=ndim - 1)))
+        highs = [max_batch, *([max_side] * (ndim - 1))]
+        if self.max_shape is not None:
+            highs = [min(h, m) for h, m in zip(highs, self.max_shape)]
+        batch = int(rng.integers(self.min_batch, max(highs[0], self.min_batch) + 1))
+        return (batch, *(int(rng.integers(1, h + 1)) for h in highs[1:]))
 
     def twin_function(self, inputs: Inputs) -> Callable:
         """The twin as a function of the ``wrt`` arrays only, the rest fixed."""
@@ -231,6 +244,8 @@ def _dropout_static(inputs):
 
 _NORM_ARGS = ("x", "gamma", "beta")
 _SANDWICH_NORM_ARGS = ("x", "w", "b", "gamma", "beta")
+_CONV_ARGS = ("x", "w", "b", "conv_param")
+_IMAGES = {"ndim": (4, 4), "max_shape": conv.MAX_SHAPE}  # (N, C, H, W), small
 
 REGISTRY: dict[str, LayerSpec] = {
     spec.name: spec
@@ -264,5 +279,29 @@ REGISTRY: dict[str, LayerSpec] = {
                   F.affine_ln_relu, (*_SANDWICH_NORM_ARGS, "ln_param"), _SANDWICH_NORM_ARGS,
                   _sample_sandwich("ln_param"), static=_eps("ln_param"),
                   kinks=_sandwich_kinks("affine_ln_relu"), ndim=(2, 4)),
+        # The convolutional half. The naive and fast convolutions and poolings share one twin each;
+        # the sandwiches use the fast layers, as the course's layer_utils does.
+        LayerSpec("conv_naive", "conv_forward_naive", "conv_backward_naive", "layers", F.conv,
+                  _CONV_ARGS, ("x", "w", "b"), conv.sample_conv, static=conv.conv_static, **_IMAGES),
+        LayerSpec("conv_fast", "conv_forward_fast", "conv_backward_fast", "fast_layers", F.conv,
+                  _CONV_ARGS, ("x", "w", "b"), conv.sample_conv, static=conv.conv_static, **_IMAGES),
+        LayerSpec("max_pool_naive", "max_pool_forward_naive", "max_pool_backward_naive", "layers", F.max_pool,
+                  ("x", "pool_param"), ("x",), conv.sample_pool, static=conv.pool_static,
+                  kinks=conv.pool_kinks, **_IMAGES),
+        LayerSpec("max_pool_fast", "max_pool_forward_fast", "max_pool_backward_fast", "fast_layers", F.max_pool,
+                  ("x", "pool_param"), ("x",), conv.sample_pool, static=conv.pool_static,
+                  kinks=conv.pool_kinks, **_IMAGES),
+        LayerSpec("spatial_batchnorm", "spatial_batchnorm_forward", "spatial_batchnorm_backward", "layers",
+                  F.spatial_batchnorm, (*_NORM_ARGS, "bn_param"), _NORM_ARGS, conv.sample_spatial_batchnorm,
+                  static=conv.spatial_batchnorm_static, min_batch=2, **_IMAGES),
+        LayerSpec("spatial_groupnorm", "spatial_groupnorm_forward", "spatial_groupnorm_backward", "layers",
+                  F.spatial_groupnorm, (*_NORM_ARGS, "G", "gn_param"), _NORM_ARGS, conv.sample_spatial_groupnorm,
+                  static=conv.spatial_groupnorm_static, **_IMAGES),
+        LayerSpec("conv_relu", "conv_relu_forward", "conv_relu_backward", "layer_utils", F.conv_relu,
+                  _CONV_ARGS, ("x", "w", "b"), conv.sample_conv, static=conv.conv_static,
+                  kinks=conv.conv_relu_kinks, **_IMAGES),
+        LayerSpec("conv_relu_pool", "conv_relu_pool_forward", "conv_relu_pool_backward", "layer_utils",
+                  F.conv_relu_pool, (*_CONV_ARGS, "pool_param"), ("x", "w", "b"), conv.sample_conv_relu_pool,
+                  static=conv.conv_relu_pool_static, kinks=conv.conv_relu_pool_kinks, **_IMAGES),
     ]
 }
