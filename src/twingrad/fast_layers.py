@@ -132,20 +132,44 @@ def _tiles_exactly(x_shape: tuple, ph: int, pw: int, stride: int) -> bool:
     return stride == ph == pw and x_shape[2] % ph == 0 and x_shape[3] % pw == 0
 
 
+def _offset_views(x: np.ndarray, ph: int, pw: int, stride: int):
+    """Yield, for each window offset ``(k, l)`` in row-major order, the (N, C, H', W') view of the
+    pixels at that offset of every window.
+
+    When the windows tile ``x`` exactly, these are slices of the reshape
+    ``(N, C, H', ph, W', pw)``; otherwise of a ``sliding_window_view``. Either
+    way no data is copied, and the maximum over a window becomes ``ph * pw - 1``
+    elementwise ``np.maximum`` calls over whole arrays: much faster than a
+    reduction along window axes only 2 or 3 long.
+    """
+    n, c, h, w = x.shape
+    if _tiles_exactly(x.shape, ph, pw, stride):
+        tiles = x.reshape(n, c, h // ph, ph, w // pw, pw)
+        for k in range(ph):
+            for l in range(pw):
+                yield tiles[:, :, :, k, :, l]
+    else:
+        windows = sliding_window_view(x, (ph, pw), axis=(2, 3))[:, :, ::stride, ::stride]
+        for k in range(ph):
+            for l in range(pw):
+                yield windows[:, :, :, :, k, l]
+
+
 def max_pool_forward_fast(x: np.ndarray, pool_param: dict):
     """Max pooling, vectorised; as :func:`twingrad.layers.max_pool_forward_naive`.
 
     When the windows tile the input exactly (``stride == pool_height == pool_width``
-    dividing H and W, the 2x2 stride-2 case), ``x`` is reshaped to
-    ``(N, C, H', ph, W', pw)`` and the maximum taken over the two window axes;
-    otherwise over a ``sliding_window_view``.
+    dividing H and W, the 2x2 stride-2 case), the window offsets are read from
+    the reshape ``(N, C, H', ph, W', pw)``, otherwise from a ``sliding_window_view``;
+    the maximum is taken offset by offset (see :func:`_offset_views`).
     """
     ph, pw, stride, _, _ = pool_geometry("max_pool_forward_fast", x, pool_param)
-    n, c, h, w = x.shape
-    if _tiles_exactly(x.shape, ph, pw, stride):
-        out = x.reshape(n, c, h // ph, ph, w // pw, pw).max(axis=(3, 5))
-    else:
-        out = sliding_window_view(x, (ph, pw), axis=(2, 3))[:, :, ::stride, ::stride].max(axis=(4, 5))
+    if _tiles_exactly(x.shape, ph, pw, stride) and not x.flags.c_contiguous:
+        x = np.ascontiguousarray(x)  # a reshape of a strided array would copy at every view
+    views = _offset_views(x, ph, pw, stride)
+    out = np.array(next(views))
+    for view in views:
+        np.maximum(out, view, out=out)
     return out, FastPoolCache(x, out, pool_param)
 
 
@@ -160,15 +184,29 @@ def max_pool_backward_fast(dout: np.ndarray, cache: FastPoolCache) -> np.ndarray
     x, out, pool_param = cache
     ph, pw, stride = pool_param["pool_height"], pool_param["pool_width"], pool_param["stride"]
     dout = check.upstream("max_pool_backward_fast", dout, out.shape)
-    out_h, out_w = out.shape[2:]
-    dx = np.zeros_like(x)
+    dx = np.zeros(x.shape, dtype=np.result_type(x, dout))
     taken = np.zeros(out.shape, dtype=bool)
-    for k in range(ph):
-        for l in range(pw):
-            rows, cols = slice(k, k + stride * out_h, stride), slice(l, l + stride * out_w, stride)
-            hit = x[:, :, rows, cols] == out
-            hit &= ~taken
-            taken |= hit
-            # += and not =: overlapping windows (stride < window) can route to the same input twice
-            dx[:, :, rows, cols] += dout * hit
+    hit = np.empty(out.shape, dtype=bool)
+    # The same views of x and of dx: writing through a view of dx fills dx.
+    for view, dview in zip(_offset_views(x, ph, pw, stride), _writable_views(dx, ph, pw, stride)):
+        np.equal(view, out, out=hit)
+        hit &= ~taken
+        taken |= hit
+        # += and not =: overlapping windows (stride < window) can route to the same input twice
+        dview += dout * hit
     return dx
+
+
+def _writable_views(dx: np.ndarray, ph: int, pw: int, stride: int):
+    """:func:`_offset_views` of ``dx``, writable: a reshape (tiling) or strided slices (overlap)."""
+    n, c, h, w = dx.shape
+    if _tiles_exactly(dx.shape, ph, pw, stride):
+        tiles = dx.reshape(n, c, h // ph, ph, w // pw, pw)
+        for k in range(ph):
+            for l in range(pw):
+                yield tiles[:, :, :, k, :, l]
+    else:
+        out_h, out_w = 1 + (h - ph) // stride, 1 + (w - pw) // stride
+        for k in range(ph):
+            for l in range(pw):
+                yield dx[:, :, k:k + stride * out_h:stride, l:l + stride * out_w:stride]
