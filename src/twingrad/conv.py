@@ -48,15 +48,15 @@ def _param_int(func: str, param_name: str, param, key: str, minimum: int) -> int
     return int(value)
 
 
-def _tiles(func: str, param_name: str, axis: str, size: int, window: int, stride: int, pad: int = 0) -> int:
-    """Output length along one axis; an error when the windows do not tile ``size + 2 * pad``."""
-    span = size + 2 * pad
-    padded = f"{axis} + 2 * pad = {span}" if pad else f"{axis} = {span}"
+def _tiles(func: str, param_name: str, span_label: str, span: int, window_label: str, window: int,
+           stride: int) -> int:
+    """Output length along one axis; an error naming the sizes when the windows do not tile ``span``."""
     if window > span:
-        raise ValueError(f"{func}: a window of {window} does not fit in {padded} (the {param_name} and x's shape)")
+        raise ValueError(f"{func}: the window does not fit: {window_label} = {window} does not fit in "
+                         f"{span_label} = {span}")
     if (span - window) % stride:
-        raise ValueError(f"{func}: {param_name} does not tile the input: ({padded}) - window {window} = "
-                         f"{span - window} is not a multiple of stride {stride}")
+        raise ValueError(f"{func}: {param_name} does not tile x: ({span_label} = {span}) - {window_label} {window} "
+                         f"= {span - window} is not a multiple of stride {stride}")
     return 1 + (span - window) // stride
 
 
@@ -76,8 +76,8 @@ def conv_geometry(func: str, x, w, b, conv_param) -> ConvGeometry:
     check.shape(func, "b", b, (w.shape[0],), "one bias per filter")
     stride = _param_int(func, "conv_param", conv_param, "stride", 1)
     pad = _param_int(func, "conv_param", conv_param, "pad", 0)
-    out_h = _tiles(func, "conv_param", "H", x.shape[2], w.shape[2], stride, pad)
-    out_w = _tiles(func, "conv_param", "W", x.shape[3], w.shape[3], stride, pad)
+    out_h = _tiles(func, "conv_param", "H + 2 * pad", x.shape[2] + 2 * pad, "HH", w.shape[2], stride)
+    out_w = _tiles(func, "conv_param", "W + 2 * pad", x.shape[3] + 2 * pad, "WW", w.shape[3], stride)
     return ConvGeometry(stride, pad, out_h, out_w)
 
 
@@ -87,8 +87,8 @@ def pool_geometry(func: str, x, pool_param) -> PoolGeometry:
     ph = _param_int(func, "pool_param", pool_param, "pool_height", 1)
     pw = _param_int(func, "pool_param", pool_param, "pool_width", 1)
     stride = _param_int(func, "pool_param", pool_param, "stride", 1)
-    out_h = _tiles(func, "pool_param", "H", x.shape[2], ph, stride)
-    out_w = _tiles(func, "pool_param", "W", x.shape[3], pw, stride)
+    out_h = _tiles(func, "pool_param", "H", x.shape[2], "pool_height", ph, stride)
+    out_w = _tiles(func, "pool_param", "W", x.shape[3], "pool_width", pw, stride)
     return PoolGeometry(ph, pw, stride, out_h, out_w)
 
 
