@@ -85,7 +85,8 @@ def conv_forward_fast(x: np.ndarray, w: np.ndarray, b: np.ndarray, conv_param: d
     cols = im2col(pad_images(x, pad), hh, ww, stride)
     out = w.reshape(num_filters, -1) @ cols  # (F, N*H'*W')
     out += b[:, None]
-    out = out.reshape(num_filters, x.shape[0], out_h, out_w).transpose(1, 0, 2, 3)
+    # One copy into (N, F, H', W') order: the ReLU and the pooling after it then run on contiguous memory.
+    out = np.ascontiguousarray(out.reshape(num_filters, x.shape[0], out_h, out_w).transpose(1, 0, 2, 3))
     return out, FastConvCache(x.shape, w, cols, conv_param)
 
 
@@ -185,15 +186,18 @@ def max_pool_backward_fast(dout: np.ndarray, cache: FastPoolCache) -> np.ndarray
     ph, pw, stride = pool_param["pool_height"], pool_param["pool_width"], pool_param["stride"]
     dout = check.upstream("max_pool_backward_fast", dout, out.shape)
     dx = np.zeros(x.shape, dtype=np.result_type(x, dout))
+    overlap = not _tiles_exactly(x.shape, ph, pw, stride)
     taken = np.zeros(out.shape, dtype=bool)
     hit = np.empty(out.shape, dtype=bool)
     # The same views of x and of dx: writing through a view of dx fills dx.
     for view, dview in zip(_offset_views(x, ph, pw, stride), _writable_views(dx, ph, pw, stride)):
         np.equal(view, out, out=hit)
-        hit &= ~taken
+        np.greater(hit, taken, out=hit)  # hit and not taken: an earlier offset won the tie
         taken |= hit
-        # += and not =: overlapping windows (stride < window) can route to the same input twice
-        dview += dout * hit
+        if overlap:
+            dview += dout * hit  # overlapping windows can route to the same input twice
+        else:
+            np.multiply(dout, hit, out=dview)  # each input in one window: write straight into dx
     return dx
 
 

@@ -17,7 +17,7 @@ from .._cli_types import empty_values, float_range, int_range, nonempty_path
 from . import frameworks, machine, report
 from .step import NetConfig
 
-SECTIONS = ("step", "layers", "bn-alt", "memory", "verify", "scaling", "fairness")
+SECTIONS = ("step", "layers", "bn-alt", "memory", "verify", "scaling", "cnn", "fairness")
 DEFAULT_SECTIONS = SECTIONS[:-1]  # fairness starts a fresh process per implementation: on request only
 MAX_STEP_BYTES = 2 << 30  # the step's own arrays; timings of anything larger say little on a laptop
 
@@ -48,6 +48,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     net.add_argument("--classes", type=int_range(2, 100_000), default=10, help="2..100000 (default 10)")
     net.add_argument("--dtype", choices=("float32", "float64"), default="float32")
     net.add_argument("--reg", type=float_range(0), default=0.0, help="L2 strength of the net, >= 0 (default 0)")
+    cnn = parser.add_argument_group("ThreeLayerConvNet of the cnn section (default: the course's CIFAR-sized net; "
+                                    "--hidden, --classes and --dtype apply too)")
+    cnn.add_argument("--cnn-batch", type=int_range(1, 4096), default=50, help="1..4096 (default 50)")
+    cnn.add_argument("--cnn-size", type=int_range(2, 512), default=32,
+                     help="height and width of the 3-channel images, even, 2..512 (default 32)")
+    cnn.add_argument("--cnn-filters", type=int_range(1, 1024), default=32, help="1..1024 (default 32)")
+    cnn.add_argument("--cnn-filter-size", type=int_range(1, 31), default=7,
+                     help="odd, 1..31; padded to keep the image size (default 7)")
+    cnn.add_argument("--no-naive", action="store_true", help="skip the naive (loop) layers' step in the cnn section")
 
 
 def _checked_sections(text: str) -> str:
@@ -149,6 +158,8 @@ def run(args: argparse.Namespace) -> int:
             results["verify"] = _verify(base, args, say)
         if "scaling" in sections:
             results["scaling"] = _scaling(base, args, step_options, say)
+        if "cnn" in sections:
+            results["cnn"] = _cnn(args, rounds, fw, threads, say)
         if "fairness" in sections:
             results["fairness"] = _fairness(base, rounds, step_options, say)
     results["seconds"] = time.perf_counter() - start
@@ -253,6 +264,21 @@ def _fairness(base, rounds, step_options, say) -> dict:
         f"in a fresh process; {rounds} rounds x 3 calls each")
     result = run_fairness(base, rounds, say=say, **step_options)
     say(report.fairness_table(result))
+    return result
+
+
+def _cnn(args, rounds, fw, threads, say) -> dict:
+    from .cnn_step import CnnConfig, run_cnn_step
+
+    cfg = CnnConfig(batch=args.cnn_batch, size=args.cnn_size, filters=args.cnn_filters,
+                    filter_size=args.cnn_filter_size, hidden=args.hidden, classes=args.classes, dtype=args.dtype)
+    say(f"\nConvolutional training step (loss and every gradient), {cfg.label}; {rounds} rounds x 3 calls, "
+        "interleaved (the naive step apart: a few single calls)")
+    result = run_cnn_step(cfg, rounds, torch=fw["torch"], jax=fw["jax"], threads=threads, naive=not args.no_naive,
+                          settle=args.settle)
+    say(report.cnn_table(result))
+    for line in report.cnn_lines(result):
+        say(line)
     return result
 
 

@@ -73,6 +73,29 @@ def agreement_lines(results: list[dict]) -> list[str]:
     return lines
 
 
+def cnn_table(result: dict) -> str:
+    """The convolutional step: median [IQR] and min ms per implementation, and the fast hand step over each."""
+    hand = result["timings"]["hand (fast layers)"]
+    rows = [[impl, _ms(t), f"{t.min * 1e3:.3f}", f"{paired_ratio(hand, t):.2f}"]
+            for impl, t in result["timings"].items()]
+    return table(["cnn step (ms)", "median [q1-q3]", "min", "hand fast / it"], rows)
+
+
+def cnn_lines(result: dict) -> list[str]:
+    """The goal (fast hand step <= 1.5x PyTorch eager), where the time goes, and the agreement check."""
+    timings, lines = result["timings"], []
+    hand, torch = timings["hand (fast layers)"], timings.get("pytorch eager")
+    if torch is not None:
+        ratio = paired_ratio(hand, torch)
+        lines.append(f"Goal: hand fast / pytorch eager = {ratio:.2f} (<= 1.5: {'met' if ratio <= 1.5 else 'MISSED'})")
+    lines.append("Where the fast hand step's time goes (each part timed alone, ms):")
+    lines += [f"  {part:36s} {ms:8.3f}" for part, ms in result["split"].items()]
+    for impl, a in result.get("agreement", {}).items():
+        lines.append(f"  {impl} vs hand (fast): loss differs by {a['loss_diff']:.1e}, gradients by at most "
+                     f"{a['max_grad_rel_diff']:.1e} (relative)")
+    return lines
+
+
 def layers_table(rows: list[dict]) -> str:
     impls = list(dict.fromkeys(k for r in rows for k in r["timings"]))
     header = ["layer (fwd+bwd, us)", "shape", *impls, "twin/hand", "notes"]
