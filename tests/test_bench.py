@@ -93,3 +93,16 @@ def test_frameworks_agree_with_the_hand_step_when_installed(name):
     candidates = build_candidates(cfg, model, X, y, **{name: module}, threads=1)
     label = "pytorch eager" if name == "torch" else "jax jit"
     assert agreement(candidates)[label]["max_grad_rel_diff"] < 1e-3
+
+
+def test_cnn_section_runs_on_a_tiny_net(capsys, no_frameworks):
+    """The convolutional step: every numpy implementation computes the same step, and where the time goes."""
+    assert _run(TINY + ["--sections", "cnn", "--cnn-batch", "2", "--cnn-size", "4", "--cnn-filters", "2",
+                        "--cnn-filter-size", "3", "--json", "-"]) == 0
+    captured = capsys.readouterr()
+    doc = json.loads(captured.out)
+    assert set(doc["cnn"]["timings"]) == {"hand (fast layers)", "autograd twin", "hand (naive layers)", "matmul floor"}
+    for name in ("autograd twin", "hand (naive layers)"):
+        assert doc["cnn"]["agreement"][name]["max_grad_rel_diff"] < 1e-3
+    assert "conv backward (dW, db; no dX)" in doc["cnn"]["split"]
+    assert "Convolutional training step" in captured.err and "Where the fast hand step's time goes" in captured.err
