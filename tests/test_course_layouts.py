@@ -20,6 +20,15 @@ import pytest
 
 from twingrad.cli import main
 
+# The convolutional half (issue 12), which these FC-only fixtures do not write: reported missing.
+CONVOLUTIONAL = {
+    "conv_forward_naive", "conv_backward_naive", "conv_forward_fast", "conv_backward_fast",
+    "max_pool_forward_naive", "max_pool_backward_naive", "max_pool_forward_fast", "max_pool_backward_fast",
+    "spatial_batchnorm_forward", "spatial_batchnorm_backward", "spatial_groupnorm_forward",
+    "spatial_groupnorm_backward", "conv_relu_forward", "conv_relu_backward", "conv_relu_pool_forward",
+    "conv_relu_pool_backward",
+}
+
 COURSE = Path(__file__).parent / "verify_fixtures" / "course"
 
 
@@ -80,8 +89,10 @@ def test_a_class_folder_gives_one_result_per_entry_named_by_the_entry(graded):
 def test_both_eras_pass_everything_with_no_option(graded):
     for name, convention in (("alice", "drop"), ("bob.zip", "keep")):
         submission = graded["by_name"][name]
-        assert submission["status"] == "pass", (name, {f: s for f, s in submission["functions"].items()
-                                                       if s != "pass"})
+        # everything written passes; only the convolutional half, not in these fixtures, is missing
+        not_passed = {f: s for f, s in submission["functions"].items() if s != "pass"}
+        assert not_passed == dict.fromkeys(CONVOLUTIONAL, "missing"), (name, not_passed)
+        assert submission["status"] == "incomplete", name
         assert submission["dropout_convention"] == convention
         assert set(submission["functions"]) >= {"affine_relu_forward", "FullyConnectedNet.loss",
                                                 "sgd", "sgd_momentum", "rmsprop", "adam"}

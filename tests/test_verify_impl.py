@@ -12,6 +12,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import shlex
 import time
 from pathlib import Path
@@ -19,6 +20,15 @@ from pathlib import Path
 import pytest
 
 from twingrad.cli import main
+
+# The convolutional half (issue 12), which these FC-only fixtures do not write: reported missing.
+CONVOLUTIONAL = {
+    "conv_forward_naive", "conv_backward_naive", "conv_forward_fast", "conv_backward_fast",
+    "max_pool_forward_naive", "max_pool_backward_naive", "max_pool_forward_fast", "max_pool_backward_fast",
+    "spatial_batchnorm_forward", "spatial_batchnorm_backward", "spatial_groupnorm_forward",
+    "spatial_groupnorm_backward", "conv_relu_forward", "conv_relu_backward", "conv_relu_pool_forward",
+    "conv_relu_pool_backward",
+}
 
 GOOD = (Path(__file__).parent / "verify_fixtures" / "good_layers.py").read_text()
 
@@ -123,7 +133,8 @@ def test_the_correct_implementation_passes_everything_it_defines(batch):
     assert {f for f, s in statuses.items() if s != "pass"} == {
         "affine_relu_forward", "affine_relu_backward", "affine_bn_relu_forward", "affine_bn_relu_backward",
         "affine_ln_relu_forward", "affine_ln_relu_backward", "FullyConnectedNet.loss",
-        "sgd", "sgd_momentum", "rmsprop", "adam"}
+        "sgd", "sgd_momentum", "rmsprop", "adam", *CONVOLUTIONAL}
+    assert {statuses[f] for f in CONVOLUTIONAL} == {"missing"}
     assert {statuses[f] for f in statuses if f.startswith("affine_") and "relu" in f} == {"missing"}
     # the extra checks of the stateful layers ran too
     checked = {(c["function"], c["gradient"]) for c in good["checks"]}
@@ -218,7 +229,7 @@ def test_exit_codes_and_the_text_report(tmp_path):
     assert code == 1 and "INCOMPLETE" in out.splitlines()[-1]  # missing functions: not a pass
     code, out, _ = _verify("--impl", str(broken), "-k", "2")
     assert code == 1
-    assert "svm_loss                 dx" in out and "hint: sign flipped" in out and "reproduce: twingrad verify" in out
+    assert re.search(r"^svm_loss +dx ", out, re.MULTILINE) and "hint: sign flipped" in out and "reproduce: twingrad verify" in out
     code, out, err = _verify("--impl", str(py2))
     assert code == 2 and "looks like Python 2" in err and "Traceback" not in out + err
 
