@@ -138,3 +138,19 @@ def test_train_cnn_resumes_from_its_checkpoint(tmp_path):
     resumed = _run_train("--resume", f"{prefix}_epoch_1.npz", "--epochs", "2")
     assert resumed.returncode == 0, resumed.stderr
     assert "(2 epochs" in resumed.stdout
+
+
+def test_the_cifar_configuration_is_the_courses():
+    """``--model cnn --dataset cifar10``: 32 filters 7x7 (pad 3), hidden 100, weights of std 1e-3."""
+    import argparse
+
+    from twingrad import train
+
+    parser = argparse.ArgumentParser()
+    train.add_arguments(parser)
+    args = parser.parse_args(["--model", "cnn", "--dataset", "cifar10", "--data-dir", "unused"])
+    data = {"X_train": np.zeros((2, 3, 32, 32), np.float32)}
+    net = train._cnn_model(args, None, data)
+    assert net.params["W1"].shape == (32, 3, 7, 7) and net.conv_param == {"stride": 1, "pad": 3}
+    assert net.params["W2"].shape == (32 * 16 * 16, 100)
+    assert 0.5e-3 < float(np.std(net.params["W2"])) < 2e-3
