@@ -98,9 +98,10 @@ class LayerSpec:
         Each axis is also capped by :attr:`max_shape`, when the layer has one.
         """
         ndim = int(rng.integers(self.ndim[0], self.ndim[1] + 1))
-        highs = [max_batch, *([max_side] * (ndim - 1))]
-        if self.max_shape is not None:
-            highs = [min(h, m) for h, m in zip(highs, self.max_shape)]
+        if self.max_shape is None:  # the draws of every layer before max_shape existed, unchanged
+            batch = int(rng.integers(self.min_batch, max_batch + 1))
+            return (batch, *(int(d) for d in rng.integers(1, max_side + 1, size=ndim - 1)))
+        highs = [min(h, m) for h, m in zip([max_batch, *([max_side] * (ndim - 1))], self.max_shape)]
         batch = int(rng.integers(self.min_batch, max(highs[0], self.min_batch) + 1))
         return (batch, *(int(rng.integers(1, h + 1)) for h in highs[1:]))
 
