@@ -60,7 +60,8 @@ rng = np.random.default_rng(0)
 # $$\frac{\partial L}{\partial w_{fckl}} = \sum_{n,i,j} g_{nfij}\, \tilde x_{n,c,\,si+k,\,sj+l}
 # \qquad\text{(the input correlated with } g\text{)},$$
 #
-# $$\frac{\partial L}{\partial \tilde x_{n,c,p,q}} = \sum_{f}\sum_{(i,k):\,si+k=p}\;\sum_{(j,l):\,sj+l=q} g_{nfij}\, w_{fckl}.$$
+# $$\frac{\partial L}{\partial \tilde x_{n,c,p,q}}
+#   = \sum_{f}\sum_{(i,k):\,si+k=p}\;\sum_{(j,l):\,sj+l=q} g_{nfij}\, w_{fckl}.$$
 #
 # In the second sum put $k = p - si$: for stride 1 it is
 # $\sum_{f,i,j} g_{nfij}\, w_{fc,\,p-i,\,q-j}$, a **full convolution** of

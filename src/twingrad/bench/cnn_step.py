@@ -133,7 +133,8 @@ def torch_step(model, X, y, threads=None):
 
     def result():
         loss = loss_fn()
-        return float(loss.detach()), {k: g.numpy() for k, g in zip(names, torch.autograd.grad(loss, [t[k] for k in names]))}
+        grads = torch.autograd.grad(loss, [t[k] for k in names])
+        return float(loss.detach()), {k: g.numpy() for k, g in zip(names, grads)}
 
     return step, result
 
