@@ -1,7 +1,9 @@
-"""``twingrad train``: train a :class:`~twingrad.fc_net.FullyConnectedNet` with the :class:`~twingrad.solver.Solver`.
+"""``twingrad train``: train a :class:`~twingrad.fc_net.FullyConnectedNet` (or, with
+``--model cnn``, a :class:`~twingrad.cnn.ThreeLayerConvNet`) with the :class:`~twingrad.solver.Solver`.
 
 The defaults train a 64-100-100-10 net with Adam on the embedded 8x8 digits and
-reach about 97% test accuracy in well under a second. ``--resume FILE``
+reach about 97% test accuracy in well under a second; ``--model cnn`` trains
+conv(16 3x3) - relu - pool - 100 - 10 there to 97.7% test accuracy in a few seconds. ``--resume FILE``
 continues a run from one of its ``--checkpoint`` files: architecture and
 settings come from the checkpoint, and options given explicitly override them
 (``--epochs 50`` trains further). ``--seed`` seeds the weights, the dropout
@@ -22,6 +24,7 @@ from . import optim
 from ._checkpoint_checks import MAX_EPOCHS
 from ._cli_types import empty_values, float_range, int_range, nonempty_path
 from .checkpoint import Checkpoint, remove_stale_temporaries
+from .cnn import ThreeLayerConvNet
 from .fc_net import FullyConnectedNet
 
 # Defaults live here, not in argparse, so that on --resume "not given" (None) can be
@@ -31,6 +34,11 @@ DEFAULTS = {
     "update_rule": "adam", "learning_rate": 2e-3, "lr_decay": 0.95, "epochs": 30, "batch_size": 100,
     "seed": 0, "backend": "hand", "dtype": "float32",
 }
+# ThreeLayerConvNet: what differs from DEFAULTS. Its filters and initial scale depend on the data: 16 3x3 on
+# the 8x8 digits; on CIFAR-10 the course's configuration, 32 7x7 filters and weights of std 1e-3.
+CNN_DEFAULTS = {"reg": 1e-2, "batch_size": 50}
+CNN_SHAPES = {"digits": {"num_filters": 16, "filter_size": 3, "weight_scale": 0.1},
+              "cifar10": {"num_filters": 32, "filter_size": 7, "weight_scale": 1e-3}}
 PLOT_HINT = "--plot needs matplotlib: pip install twingrad[plot]"
 MAX_WIDTH = 65_536
 MAX_LAYERS = 1_000
@@ -47,6 +55,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     data.add_argument("--data-dir", metavar="DIR", type=nonempty_path("folder"),
                       help="folder holding cifar-10-batches-py (only with --dataset cifar10)")
     model = parser.add_argument_group("model")
+    model.add_argument("--model", choices=["fc", "cnn"], default="fc",
+                       help="fc: FullyConnectedNet (default); cnn: ThreeLayerConvNet, conv-relu-pool-affine-relu-"
+                            "affine with 16 3x3 filters on digits, 32 7x7 on CIFAR-10, and the first --hidden "
+                            "width (--normalization and --dropout do not apply)")
     model.add_argument("--hidden", type=int_range(1, MAX_WIDTH), nargs="+", metavar="H", help=f"hidden layer widths (default: {d['hidden']})")
     model.add_argument("--normalization", choices=["none", "batchnorm", "layernorm"], help="default: none")
     model.add_argument("--dropout", type=float_range(0, 1, high_open=True), metavar="P",
@@ -132,6 +144,30 @@ def _check_size(hidden_dims, input_dim: int) -> None:
                          f"twingrad train builds at most {MAX_PARAMETERS:,}")
 
 
+def _cnn_model(args, stored: dict | None, data) -> ThreeLayerConvNet:
+    """A ThreeLayerConvNet for ``data``, whose images are reshaped in place to (N, C, H, W) if flat."""
+    stored = stored if isinstance(stored, dict) else {}
+    for key in [k for k in data if k.startswith("X_") and data[k].ndim == 2]:
+        side = int(round(data[key].shape[1] ** 0.5))  # the digits: 64 pixels, one channel
+        data[key] = data[key].reshape(-1, 1, side, side)
+    shape = CNN_SHAPES[args.dataset]
+    hidden = _given(args, "hidden")
+    c, h, w = data["X_train"].shape[1:]
+    filters, size = stored.get("num_filters", shape["num_filters"]), stored.get("filter_size", shape["filter_size"])
+    hidden_dim = hidden[0] if hidden else stored.get("hidden_dim", DEFAULTS["hidden"][0])
+    if all(type(v) is int for v in (filters, size, hidden_dim)):  # else the constructor names the bad value
+        count = filters * (c * size * size + 1) + (filters * (h // 2) * (w // 2) + 1) * hidden_dim + hidden_dim * 11
+        if count > MAX_PARAMETERS:
+            raise ValueError(f"a ThreeLayerConvNet with {filters} {size}x{size} filters and {hidden_dim} hidden units "
+                             f"has {count:,} parameters; twingrad train builds at most {MAX_PARAMETERS:,}")
+    return ThreeLayerConvNet(
+        input_dim=(c, h, w), num_filters=filters, filter_size=size, hidden_dim=hidden_dim, num_classes=10,
+        weight_scale=_setting(args, "weight_scale", stored.get("weight_scale", shape["weight_scale"])),
+        reg=_setting(args, "reg", stored.get("reg", CNN_DEFAULTS["reg"])),
+        dtype=_setting(args, "dtype", stored.get("dtype", DEFAULTS["dtype"])),
+        seed=_setting(args, "seed", stored.get("seed", DEFAULTS["seed"])))
+
+
 def _prepare_output(option: str, path: str, what: str) -> None:
     """Create the folder that will hold ``path``, or refuse now, before any training."""
     if os.path.isdir(path) or path.endswith(("/", os.sep)):
@@ -161,7 +197,8 @@ def _solver_settings(args, resuming: bool) -> dict:
     for option, kwarg in names.items():
         value = _given(args, option)
         if value is not None or not resuming:
-            settings[kwarg] = DEFAULTS[option] if value is None else value
+            default = CNN_DEFAULTS.get(option, DEFAULTS[option]) if args.model == "cnn" else DEFAULTS[option]
+            settings[kwarg] = default if value is None else value
     if not resuming:
         settings["optim_config"] = {"learning_rate": _setting(args, "learning_rate", DEFAULTS["learning_rate"])}
     prefix = _resume_prefix(args) if resuming else args.checkpoint
@@ -257,9 +294,12 @@ def run(args: argparse.Namespace) -> int:
         meta = Checkpoint.load_metadata(args.resume) if args.resume else None
         config = _model_config(args, meta.get("model") if meta else None)
         data = _load_data(args, np.dtype(config["dtype"]))
-        input_dim = int(np.prod(data["X_train"].shape[1:]))
-        _check_size(config["hidden_dims"], input_dim)
-        model = FullyConnectedNet(config.pop("hidden_dims"), input_dim=input_dim, num_classes=10, **config)
+        if args.model == "cnn":
+            model = _cnn_model(args, meta.get("model") if meta else None, data)
+        else:
+            input_dim = int(np.prod(data["X_train"].shape[1:]))
+            _check_size(config["hidden_dims"], input_dim)
+            model = FullyConnectedNet(config.pop("hidden_dims"), input_dim=input_dim, num_classes=10, **config)
         settings = _solver_settings(args, resuming=meta is not None)
         settings.update(verbose=not args.quiet, print_every=10**9)  # per-epoch lines only
         if meta is not None:
