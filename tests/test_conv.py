@@ -330,3 +330,21 @@ def test_the_sandwiches_use_the_fast_layers():
     inputs = _conv_inputs(rng)
     _, (conv_cache, _) = layer_utils.conv_relu_forward(inputs["x"], inputs["w"], inputs["b"], inputs["conv_param"])
     assert isinstance(conv_cache, fast_layers.FastConvCache)
+
+
+def test_a_backward_names_a_cache_from_another_forward():
+    x, w, b = np.ones((1, 1, 4, 4)), np.ones((1, 1, 3, 3)), np.zeros(1)
+    out, fast_cache = fast_layers.conv_forward_fast(x, w, b, {"stride": 1, "pad": 1})
+    with pytest.raises(TypeError, match=r"conv_backward_naive: cache must be the ConvCache that conv_forward_naive "
+                                        r"returns; got a FastConvCache \(the cache conv_forward_fast returns\)"):
+        layers.conv_backward_naive(np.ones_like(out), fast_cache)
+
+
+@pytest.mark.parametrize("forward, backward", [(layers.conv_forward_naive, layers.conv_backward_naive),
+                                               (fast_layers.conv_forward_fast, fast_layers.conv_backward_fast)])
+def test_mixed_dtypes_are_promoted_as_numpy_does(forward, backward):
+    """float32 images with float64 filters: output, cache and every gradient in float64 (the layers' rule)."""
+    x, w, b = np.ones((1, 1, 4, 4), np.float32), np.ones((1, 1, 3, 3)), np.zeros(1, np.float32)
+    out, cache = forward(x, w, b, {"stride": 1, "pad": 1})
+    grads = backward(np.ones(out.shape, np.float32), cache)
+    assert out.dtype == np.float64 and [g.dtype for g in grads] == [np.float64] * 3

@@ -105,6 +105,8 @@ class ConvCache(NamedTuple):
     b: np.ndarray  #: biases, shape (F,)
     conv_param: dict  #: {'stride', 'pad'}, as given
 
+    made_by = "conv_forward_naive"  # named in the error when another backward is given this cache
+
 
 def conv_forward_naive(x: np.ndarray, w: np.ndarray, b: np.ndarray, conv_param: dict):
     """Convolutional layer (a cross-correlation, as in every framework), by loops.
@@ -131,9 +133,10 @@ def conv_forward_naive(x: np.ndarray, w: np.ndarray, b: np.ndarray, conv_param: 
     .. math:: y_{nfij} = b_f + \\sum_{c,k,l} \\tilde x_{n,c,si+k,sj+l}\\, w_{fckl}.
     """
     stride, pad, out_h, out_w = conv_geometry("conv_forward_naive", x, w, b, conv_param)
+    x, w, b = check.promote(x, w, b)
     num_filters, _, hh, ww = w.shape
     xp = pad_images(x, pad)
-    out = np.empty((x.shape[0], num_filters, out_h, out_w), dtype=np.result_type(x, w))
+    out = np.empty((x.shape[0], num_filters, out_h, out_w), dtype=x.dtype)
     for i in range(out_h):
         for j in range(out_w):
             window = xp[:, :, i * stride:i * stride + hh, j * stride:j * stride + ww]  # (N, C, HH, WW)
@@ -172,12 +175,13 @@ def conv_backward_naive(dout: np.ndarray, cache: ConvCache):
     that overlap a pixel, is a full convolution of ``dout`` (dilated by the
     stride) with the kernel flipped. The padding's gradient is dropped.
     """
-    x, w, _, conv_param = cache
+    f = "conv_backward_naive"
+    x, w, _, conv_param = check.cache(f, cache, ConvCache, "conv_forward_naive")
     stride, pad = conv_param["stride"], conv_param["pad"]
     num_filters, _, hh, ww = w.shape
     out_h = 1 + (x.shape[2] + 2 * pad - hh) // stride
     out_w = 1 + (x.shape[3] + 2 * pad - ww) // stride
-    dout = check.upstream("conv_backward_naive", dout, (x.shape[0], num_filters, out_h, out_w))
+    dout = check.upstream(f, dout, (x.shape[0], num_filters, out_h, out_w), x.dtype)
     xp = pad_images(x, pad)
     dxp = np.zeros_like(xp)
     dw = np.zeros_like(w)
@@ -195,6 +199,8 @@ def conv_backward_naive(dout: np.ndarray, cache: ConvCache):
 class PoolCache(NamedTuple):
     x: np.ndarray  #: input, shape (N, C, H, W)
     pool_param: dict  #: {'pool_height', 'pool_width', 'stride'}, as given
+
+    made_by = "max_pool_forward_naive"
 
 
 def max_pool_forward_naive(x: np.ndarray, pool_param: dict):
@@ -232,11 +238,12 @@ def max_pool_backward_naive(dout: np.ndarray, cache: PoolCache) -> np.ndarray:
     goes to the **first** in row-major order (as the course's reference and
     ``argmax``); a tie is a kink, where no derivative exists.
     """
-    x, pool_param = cache
+    f = "max_pool_backward_naive"
+    x, pool_param = check.cache(f, cache, PoolCache, "max_pool_forward_naive")
     ph, pw, stride = pool_param["pool_height"], pool_param["pool_width"], pool_param["stride"]
     out_h = 1 + (x.shape[2] - ph) // stride
     out_w = 1 + (x.shape[3] - pw) // stride
-    dout = check.upstream("max_pool_backward_naive", dout, (*x.shape[:2], out_h, out_w))
+    dout = check.upstream(f, dout, (*x.shape[:2], out_h, out_w), x.dtype)
     n, c = x.shape[:2]
     dx = np.zeros_like(x)
     batch, channel = np.ix_(np.arange(n), np.arange(c))

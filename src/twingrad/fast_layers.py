@@ -32,6 +32,8 @@ class FastConvCache(NamedTuple):
     cols: np.ndarray  #: im2col matrix, shape (C*HH*WW, N*H'*W')
     conv_param: dict
 
+    made_by = "conv_forward_fast"  # named in the error when another backward is given this cache
+
 
 def im2col(xp: np.ndarray, hh: int, ww: int, stride: int) -> np.ndarray:
     """The windows of the padded images ``xp`` (N, C, Hp, Wp) as columns: shape (C*HH*WW, N*H'*W').
@@ -81,6 +83,7 @@ def conv_forward_fast(x: np.ndarray, w: np.ndarray, b: np.ndarray, conv_param: d
         Holds the im2col matrix, so the backward gathers nothing again.
     """
     stride, pad, out_h, out_w = conv_geometry("conv_forward_fast", x, w, b, conv_param)
+    x, w, b = check.promote(x, w, b)
     num_filters, _, hh, ww = w.shape
     cols = im2col(pad_images(x, pad), hh, ww, stride)
     out = w.reshape(num_filters, -1) @ cols  # (F, N*H'*W')
@@ -108,11 +111,12 @@ def conv_backward_fast(dout: np.ndarray, cache: FastConvCache, *, input_grad: bo
     :math:`\\partial L/\\partial b = G \\mathbf 1`, and the columns' gradient
     :math:`W^\\top G`, which ``col2im`` adds back onto the windows.
     """
-    x_shape, w, cols, conv_param = cache
+    f = "conv_backward_fast"
+    x_shape, w, cols, conv_param = check.cache(f, cache, FastConvCache, "conv_forward_fast")
     num_filters, _, hh, ww = w.shape
     out_h = 1 + (x_shape[2] + 2 * conv_param["pad"] - hh) // conv_param["stride"]
     out_w = 1 + (x_shape[3] + 2 * conv_param["pad"] - ww) // conv_param["stride"]
-    dout = check.upstream("conv_backward_fast", dout, (x_shape[0], num_filters, out_h, out_w))
+    dout = check.upstream(f, dout, (x_shape[0], num_filters, out_h, out_w), cols.dtype)
     g = dout.transpose(1, 0, 2, 3).reshape(num_filters, -1)  # (F, N*H'*W'), the columns' order
     dw = (g @ cols.T).reshape(w.shape)
     db = g.sum(axis=1)
@@ -127,6 +131,8 @@ class FastPoolCache(NamedTuple):
     x: np.ndarray  #: input, shape (N, C, H, W)
     out: np.ndarray  #: the pooled maxima, shape (N, C, H', W')
     pool_param: dict
+
+    made_by = "max_pool_forward_fast"
 
 
 def _tiles_exactly(x_shape: tuple, ph: int, pw: int, stride: int) -> bool:
@@ -182,10 +188,11 @@ def max_pool_backward_fast(dout: np.ndarray, cache: FastPoolCache) -> np.ndarray
     maximum and no earlier offset already did. Ties thus go to the first
     maximum, as :func:`~twingrad.layers.max_pool_backward_naive` and ``argmax``.
     """
-    x, out, pool_param = cache
+    f = "max_pool_backward_fast"
+    x, out, pool_param = check.cache(f, cache, FastPoolCache, "max_pool_forward_fast")
     ph, pw, stride = pool_param["pool_height"], pool_param["pool_width"], pool_param["stride"]
-    dout = check.upstream("max_pool_backward_fast", dout, out.shape)
-    dx = np.zeros(x.shape, dtype=np.result_type(x, dout))
+    dout = check.upstream(f, dout, out.shape, x.dtype)
+    dx = np.zeros(x.shape, dtype=x.dtype)
     overlap = not _tiles_exactly(x.shape, ph, pw, stride)
     taken = np.zeros(out.shape, dtype=bool)
     hit = np.empty(out.shape, dtype=bool)

@@ -17,7 +17,7 @@ from typing import NamedTuple
 import numpy as np
 
 from . import _validate as check
-from .normalization import NormCache, batchnorm_backward_alt, batchnorm_forward
+from .normalization import BatchNormCache, NormCache, batchnorm_backward_alt, batchnorm_forward
 
 
 def _channels_last(x: np.ndarray) -> np.ndarray:
@@ -71,9 +71,8 @@ def spatial_batchnorm_backward(dout: np.ndarray, cache: NormCache):
 
     The 2-D batch-norm gradient of the ``(N*H*W, C)`` pixel matrix, reshaped back.
     """
-    if cache is None:
-        raise ValueError("spatial_batchnorm_backward: the cache is None, which spatial_batchnorm_forward returns "
-                         "in test mode; backward needs a train-mode cache")
+    cache = check.cache("spatial_batchnorm_backward", cache, BatchNormCache, "spatial_batchnorm_forward",
+                        " in train mode")
     rows, channels = cache.x_hat.shape
     if not (isinstance(dout, np.ndarray) and dout.ndim == 4 and dout.shape[1] == channels
             and dout.shape[0] * dout.shape[2] * dout.shape[3] == rows):
@@ -88,6 +87,8 @@ class GroupNormCache(NamedTuple):
     inv_std: np.ndarray  #: 1 / sqrt(var + eps) per sample and group, shape (N, G, 1)
     gamma: np.ndarray  #: scale, shape (1, C, 1, 1)
     groups: int
+
+    made_by = "spatial_groupnorm_forward"  # named in the error when another backward is given this cache
 
 
 def _check_groups(func: str, x, gamma, beta, G) -> int:
@@ -132,6 +133,7 @@ def spatial_groupnorm_forward(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray
     if gn_param is not None and not isinstance(gn_param, Mapping):
         raise TypeError(f"{f}: gn_param must be a dict, got {type(gn_param).__name__}")
     eps = (gn_param or {}).get("eps", 1e-5)
+    x, gamma, beta = check.promote(x, gamma, beta)
     n = x.shape[0]
     xg = x.reshape(n, groups, -1)  # consecutive channels form a group: a reshape, no copy
     mean = xg.mean(axis=2, keepdims=True)
@@ -155,8 +157,9 @@ def spatial_groupnorm_backward(dout: np.ndarray, cache: GroupNormCache):
     bars being means over the group's :math:`M` values. ``gamma`` and ``beta`` act
     per channel, so their gradients sum over N, H and W.
     """
-    x_hat, inv_std, gamma, groups = cache
-    dout = check.upstream("spatial_groupnorm_backward", dout, x_hat.shape)
+    f = "spatial_groupnorm_backward"
+    x_hat, inv_std, gamma, groups = check.cache(f, cache, GroupNormCache, "spatial_groupnorm_forward")
+    dout = check.upstream(f, dout, x_hat.shape, x_hat.dtype)
     dbeta = dout.sum(axis=(0, 2, 3), keepdims=True)
     dgamma = np.sum(dout * x_hat, axis=(0, 2, 3), keepdims=True)
     n = dout.shape[0]
