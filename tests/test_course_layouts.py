@@ -26,7 +26,7 @@ CONVOLUTIONAL = {
     "max_pool_forward_naive", "max_pool_backward_naive", "max_pool_forward_fast", "max_pool_backward_fast",
     "spatial_batchnorm_forward", "spatial_batchnorm_backward", "spatial_groupnorm_forward",
     "spatial_groupnorm_backward", "conv_relu_forward", "conv_relu_backward", "conv_relu_pool_forward",
-    "conv_relu_pool_backward",
+    "conv_relu_pool_backward", "ThreeLayerConvNet.loss",
 }
 
 COURSE = Path(__file__).parent / "verify_fixtures" / "course"

@@ -130,3 +130,50 @@ def test_an_untouched_template_is_missing_even_when_its_own_lines_raise(tmp_path
     messages = {c["function"]: c["message"] for c in doc["checks"] if c["status"] == "missing"}
     assert "TODO blocks are empty" in messages["affine_forward"]
     assert doc["status"] == "incomplete"
+
+
+CONV = (Path(__file__).parent / "verify_fixtures" / "conv_layers.py").read_text()
+
+
+@pytest.mark.parametrize("functions, old, new, gradient, hint", [
+    ("conv_forward_naive", "out[:, f, i, j] = np.sum(window * w[f], axis=(1, 2, 3)) + b[f]",
+     "out[:, f, i, j] = np.sum(window * w[f, :, ::-1, ::-1], axis=(1, 2, 3)) + b[f]", "out", "kernel is flipped"),
+    ("conv_forward_naive,conv_backward_naive", "            hs, ws = i * stride, j * stride\n",
+     "            hs, ws = i, j\n", "dx", "stride is ignored in the backward pass"),
+    ("max_pool_forward_naive,max_pool_backward_naive",
+     "                    dx[n, c, i * stride + k, j * stride + l] += dout[n, c, i, j]\n",
+     "                    dx[n, c, i * stride:i * stride + ph, j * stride:j * stride + pw] += dout[n, c, i, j]\n",
+     "dx", "every element of the window"),
+    ("spatial_batchnorm_forward", "    mu, var = flat.mean(axis=0), flat.var(axis=0)\n    x_hat = (flat - mu) / np.sqrt(var + eps)\n",
+     "    mu, var = flat.mean(axis=0), flat.var(axis=0)\n    x_hat = (x - x.mean(axis=0)) / np.sqrt(x.var(axis=0) + eps)\n"
+     "    x_hat = x_hat.transpose(0, 2, 3, 1).reshape(-1, C)\n", "out", "over the batch only"),
+    ("spatial_groupnorm_forward", "    groups = x.reshape(N, G, C // G, H, W)\n",
+     "    groups = x.reshape(N, C // G, G, H, W)\n", "out", "groups are split on the wrong axis"),
+])
+def test_the_classic_convolutional_mistakes_are_named(tmp_path, functions, old, new, gradient, hint):
+    assert CONV.count(old) == 1, old
+    path = tmp_path / "conv.py"
+    path.write_text(CONV.replace(old, new))
+    code, out, _ = _verify("--impl", str(path), "--json", "-k", "5", "--only", functions, "--sandbox", "none",
+                           "--seed", "3")
+    doc = json.loads(out)
+    failing = [c for c in doc["checks"] if c["status"] == "fail" and c["gradient"] == gradient]
+    assert failing, doc["functions"]
+    hints = " ".join(h for c in failing for h in c["diagnosis"]["hints"])
+    assert hint in hints, hints
+
+
+def test_a_students_three_layer_convnet_is_checked_three_ways(tmp_path):
+    path = tmp_path / "layers.py"
+    path.write_text(GOOD + "\n" + CONV.split('import numpy as np\n', 1)[1])
+    code, out, _ = _verify("--impl", str(path), "--json", "-k", "2", "--only", "ThreeLayerConvNet.loss",
+                           "--sandbox", "none")
+    doc = json.loads(out)
+    assert doc["functions"] == {"ThreeLayerConvNet.loss": "pass"}
+    assert {c["gradient"] for c in doc["checks"]} == {"loss", "W", "b"}
+    broken = tmp_path / "broken.py"
+    broken.write_text(path.read_text().replace("grads['W%d' % i] += self.reg * self.params['W%d' % i]",
+                                               "grads['W%d' % i] += 2 * self.reg * self.params['W%d' % i]"))
+    doc = json.loads(_verify("--impl", str(broken), "--json", "-k", "3", "--only", "ThreeLayerConvNet.loss",
+                             "--sandbox", "none")[1])
+    assert {c["gradient"]: c["status"] for c in doc["checks"]}["W"] == "fail"

@@ -65,6 +65,10 @@ class LayerSpec:
         random shapes (:meth:`random_shape`, the property tests); None leaves
         the callers' defaults. Convolutions keep theirs small: finite
         differences cost four evaluations per input element.
+    diagnoses : tuple of str
+        The sets of classic mistakes that ``twingrad verify`` tries on a wrong
+        result of this layer (:mod:`twingrad.verify.conv_hints`): "conv",
+        "max_pool", "spatial_batchnorm", "spatial_groupnorm".
     """
 
     name: str
@@ -80,6 +84,7 @@ class LayerSpec:
     ndim: tuple[int, int] = (2, 2)
     min_batch: int = 1
     max_shape: tuple[int, ...] | None = None
+    diagnoses: tuple[str, ...] = ()
 
     @property
     def is_loss(self) -> bool:
@@ -283,21 +288,23 @@ REGISTRY: dict[str, LayerSpec] = {
         # The convolutional half. The naive and fast convolutions and poolings share one twin each;
         # the sandwiches use the fast layers, as the course's layer_utils does.
         LayerSpec("conv_naive", "conv_forward_naive", "conv_backward_naive", "layers", F.conv,
-                  _CONV_ARGS, ("x", "w", "b"), conv.sample_conv, static=conv.conv_static, **_IMAGES),
+                  _CONV_ARGS, ("x", "w", "b"), conv.sample_conv, static=conv.conv_static, diagnoses=("conv",),
+                  **_IMAGES),
         LayerSpec("conv_fast", "conv_forward_fast", "conv_backward_fast", "fast_layers", F.conv,
-                  _CONV_ARGS, ("x", "w", "b"), conv.sample_conv, static=conv.conv_static, **_IMAGES),
+                  _CONV_ARGS, ("x", "w", "b"), conv.sample_conv, static=conv.conv_static, diagnoses=("conv",),
+                  **_IMAGES),
         LayerSpec("max_pool_naive", "max_pool_forward_naive", "max_pool_backward_naive", "layers", F.max_pool,
                   ("x", "pool_param"), ("x",), conv.sample_pool, static=conv.pool_static,
-                  kinks=conv.pool_kinks, **_IMAGES),
+                  kinks=conv.pool_kinks, diagnoses=("max_pool",), **_IMAGES),
         LayerSpec("max_pool_fast", "max_pool_forward_fast", "max_pool_backward_fast", "fast_layers", F.max_pool,
                   ("x", "pool_param"), ("x",), conv.sample_pool, static=conv.pool_static,
-                  kinks=conv.pool_kinks, **_IMAGES),
+                  kinks=conv.pool_kinks, diagnoses=("max_pool",), **_IMAGES),
         LayerSpec("spatial_batchnorm", "spatial_batchnorm_forward", "spatial_batchnorm_backward", "layers",
                   F.spatial_batchnorm, (*_NORM_ARGS, "bn_param"), _NORM_ARGS, conv.sample_spatial_batchnorm,
-                  static=conv.spatial_batchnorm_static, min_batch=2, **_IMAGES),
+                  static=conv.spatial_batchnorm_static, min_batch=2, diagnoses=("spatial_batchnorm",), **_IMAGES),
         LayerSpec("spatial_groupnorm", "spatial_groupnorm_forward", "spatial_groupnorm_backward", "layers",
                   F.spatial_groupnorm, (*_NORM_ARGS, "G", "gn_param"), _NORM_ARGS, conv.sample_spatial_groupnorm,
-                  static=conv.spatial_groupnorm_static, **_IMAGES),
+                  static=conv.spatial_groupnorm_static, diagnoses=("spatial_groupnorm",), **_IMAGES),
         LayerSpec("conv_relu", "conv_relu_forward", "conv_relu_backward", "layer_utils", F.conv_relu,
                   _CONV_ARGS, ("x", "w", "b"), conv.sample_conv, static=conv.conv_static,
                   kinks=conv.conv_relu_kinks, **_IMAGES),

@@ -7,7 +7,7 @@ submission, one function at a time, each under its own deadline.
 
 from __future__ import annotations
 
-from . import network, update_rules
+from . import cnn_check, network, update_rules
 from .calling import Caller
 from .functions import FUNCTIONS, check_function
 from .results import Record
@@ -22,13 +22,15 @@ _PARTS = {
 
 def function_names() -> list[str]:
     """Every CS231n function name ``--only`` accepts, in checking order."""
-    return [*FUNCTIONS, network.FUNCTION, *update_rules.RULES]
+    return [*FUNCTIONS, network.FUNCTION, cnn_check.FUNCTION, *update_rules.RULES]
 
 
 def role_of(name: str) -> str:
     """The module of the course package a function is written in: its registry entry's, fc_net, optim."""
     if name == network.FUNCTION:
         return "fc_net"
+    if name == cnn_check.FUNCTION:
+        return "cnn"
     if name in update_rules.RULES:
         return "optim"
     return FUNCTIONS[name].spec.module if name in FUNCTIONS else "layers"
@@ -45,6 +47,8 @@ def check_one(name: str, caller, settings, *, network_sweep: bool = False) -> li
         return network.check_sweep(settings) if network_sweep else network.check_student_network(caller, settings)
     if name in update_rules.RULES:
         return update_rules.check_update_rule(name, caller, settings)
+    if name == cnn_check.FUNCTION:
+        return cnn_check.check_student_cnn(caller, settings)
     return check_function(FUNCTIONS[name], caller, settings)
 
 

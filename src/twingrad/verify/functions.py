@@ -20,7 +20,7 @@ import numpy as np
 
 from ..gradcheck import compare, numeric_vjp, random_upstream, tolerance
 from ..twins import REGISTRY, SCALES, LayerSpec
-from . import calling, stateful
+from . import calling, conv_hints, stateful
 from .calling import Caller, Stub, UserError
 from .remote import Planned
 from .diagnosis import diagnose
@@ -76,8 +76,9 @@ def reference_module() -> types.SimpleNamespace:
     """twingrad's own functions under their CS231n names, as one namespace: every registered layer's
     hand pair (from the module its entry names), and the update rules."""
     from .. import optim
+    from ..cnn import ThreeLayerConvNet
 
-    names = {**vars(optim)}
+    names = {**vars(optim), "ThreeLayerConvNet": ThreeLayerConvNet}
     for spec in REGISTRY.values():
         module = spec.hand_module()
         names.update({name: getattr(module, name) for name in (spec.forward, spec.backward) if name})
@@ -184,6 +185,8 @@ def _forward_case(fn, caller, settings, case, collector) -> dict:
         details = {"got": out, "twin": twin_out, "context": _context(spec, inputs)}
         if not comparison.passed and spec.name in ("batchnorm", "layernorm"):
             details["extra_hints"] = _normalization_hints(spec, inputs64, out, comparison.tolerance)
+        elif not comparison.passed:
+            details["extra_hints"] = conv_hints.forward_hints(spec.diagnoses, inputs64, out, comparison.tolerance)
         collector.add("out", "forward", Outcome("pass" if comparison.passed else "fail", {"twin": comparison}, case,
                                                 shapes, details=details))
         if spec.name == "batchnorm":
@@ -222,7 +225,10 @@ def _gradient_case(fn, caller, settings, case, collector) -> dict:
     for o in outcomes:
         details = {**o.arrays, "context": context}
         if o.status == "fail":
-            details["extra_hints"] = _own_forward_hint(fn, o, own_forward, problem, dout, value, twin_out, settings)
+            details["extra_hints"] = (
+                conv_hints.backward_hints(spec.diagnoses, upcast(spec, inputs), dout, o.gradient, o.arrays["got"],
+                                          o.vs_autograd.tolerance)
+                or _own_forward_hint(fn, o, own_forward, problem, dout, value, twin_out, settings))
         collector.add(o.gradient, "gradient", Outcome(o.status, o.comparisons, case, shapes, o.mode,
                                                       redraws=attempt, details=details))
     return shapes

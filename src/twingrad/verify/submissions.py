@@ -34,6 +34,8 @@ ROLES = {
     "layers": ("layers",),
     "layer_utils": ("layer_utils",),
     "fc_net": ("classifiers.fc_net", "fc_net"),
+    "cnn": ("classifiers.cnn", "cnn"),
+    "fast_layers": ("fast_layers",),
     "optim": ("optim",),
 }
 
