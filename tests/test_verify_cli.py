@@ -114,14 +114,12 @@ def test_the_docs_describe_every_field_of_a_check():
     (["--net", "5-3-2,reg=x"], "reg must be a number in [0, 1e6], got 'x'"),
 ])
 def test_bad_options_exit_2_with_a_message(argv, message):
+    err_stream = io.StringIO()
     try:
-        code, _, err = _verify(*argv)
+        with contextlib.redirect_stderr(err_stream):
+            code, _, err = _verify(*argv)
     except SystemExit as exit:  # argparse rejects a value out of range: one line naming the option
-        code, err = exit.code, ""
-        out, err_stream = io.StringIO(), io.StringIO()
-        with contextlib.redirect_stderr(err_stream), pytest.raises(SystemExit):
-            main(["verify", *argv])
-        err = err_stream.getvalue()
+        code, err = exit.code, err_stream.getvalue()
         last = err.strip().splitlines()[-1]  # the usage, then one line naming the option
         assert "Traceback" not in err and last.startswith("twingrad verify: error: argument") and message in last
     assert code == 2 and message in err
