@@ -114,12 +114,13 @@ def test_the_docs_describe_every_field_of_a_check():
     (["--net", "5-3-2,reg=x"], "reg must be a number in [0, 1e6], got 'x'"),
 ])
 def test_bad_options_exit_2_with_a_message(argv, message):
-    err_stream = io.StringIO()
     try:
-        with contextlib.redirect_stderr(err_stream):
-            code, _, err = _verify(*argv)
+        code, _, err = _verify(*argv)
     except SystemExit as exit:  # argparse rejects a value out of range: one line naming the option
-        code, err = exit.code, err_stream.getvalue()
+        code, err_stream = exit.code, io.StringIO()
+        with contextlib.redirect_stderr(err_stream), pytest.raises(SystemExit):  # again, to read its line
+            main(["verify", *argv])
+        err = err_stream.getvalue()
         last = err.strip().splitlines()[-1]  # the usage, then one line naming the option
         assert "Traceback" not in err and last.startswith("twingrad verify: error: argument") and message in last
     assert code == 2 and message in err
