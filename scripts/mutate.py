@@ -42,10 +42,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 CORE = ("layers", "normalization", "functional", "optim", "fc_net", "gradcheck")
-# Tests left out of the default run: notebooks, benchmarks, subprocess sandboxes and
-# command-line training take most of the suite's minute and add little on the core.
-SLOW_TESTS = ("test_notebooks.py", "test_bench.py", "test_verify_impl.py", "test_train_cli.py",
-              "test_verify_cli.py", "test_data.py")
+# The fast tests: tests/conftest.py marks the modules that start kernels, workers or training runs as slow.
+FAST_TESTS = ["tests", "-m", "not slow"]
 
 
 @dataclass
@@ -287,10 +285,6 @@ def _diff(original: str, mutant: Mutant) -> str:
     return "".join(lines)
 
 
-def _default_tests(tree: Path) -> list[str]:
-    return sorted(str(p.relative_to(tree)) for p in (tree / "tests").glob("test_*.py") if p.name not in SLOW_TESTS)
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--modules", default=",".join(CORE),
@@ -299,8 +293,8 @@ def main(argv=None) -> int:
                         help="run a fixed random sample of this many mutants (default: all)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the --limit sample (default 0)")
     parser.add_argument("--tests", nargs="+", default=None,
-                        help="test files to run, relative to the repository (default: tests/test_*.py without "
-                             f"{', '.join(SLOW_TESTS)})")
+                        help="test files to run, relative to the repository (default: the fast tests, "
+                             "pytest -m 'not slow')")
     parser.add_argument("--root", type=Path, default=ROOT, help="the repository to copy (default: this one)")
     parser.add_argument("--list", action="store_true", help="print the mutants and exit")
     args = parser.parse_args(argv)
@@ -327,7 +321,7 @@ def main(argv=None) -> int:
 
     with tempfile.TemporaryDirectory(prefix="twingrad-mutate-") as tmp:
         tree = _copy_tree(root, Path(tmp))
-        tests = args.tests or _default_tests(tree)
+        tests = args.tests or FAST_TESTS
         status, baseline = _run_tests(tree, tests, timeout=3600)
         if status != "passed":
             print(f"the tests fail without any mutant ({status}): fix them first", file=sys.stderr)
