@@ -21,7 +21,7 @@ Usage::
     python scripts/mutate.py --list                 # print the mutants, run nothing
 
 Needs only the standard library and pytest (and twingrad's own test
-dependencies). Not run by CI: a full run takes an hour on two cores.
+dependencies). Not run by CI: every mutant costs a run of the fast tests, and there are several hundred.
 """
 
 from __future__ import annotations
@@ -296,6 +296,9 @@ def main(argv=None) -> int:
                         help="test files to run, relative to the repository (default: the fast tests, "
                              "pytest -m 'not slow')")
     parser.add_argument("--root", type=Path, default=ROOT, help="the repository to copy (default: this one)")
+    parser.add_argument("--ids", default=None,
+                        help="comma-separated numbers (as --list prints them) of the mutants to run, e.g. to rerun "
+                             "survivors or timeouts")
     parser.add_argument("--list", action="store_true", help="print the mutants and exit")
     args = parser.parse_args(argv)
 
@@ -313,10 +316,19 @@ def main(argv=None) -> int:
     if args.limit is not None and args.limit < total:
         order = {id(m): i for i, m in enumerate(mutants)}
         mutants = sorted(random.Random(args.seed).sample(mutants, args.limit), key=lambda m: order[id(m)])
+    numbered = list(enumerate(mutants, 1))
+    if args.ids:
+        try:
+            wanted = {int(i) for i in args.ids.split(",") if i.strip()}
+        except ValueError:
+            parser.error(f"--ids must be comma-separated integers, got {args.ids!r}")
+        numbered = [(i, m) for i, m in numbered if i in wanted]
+        if not numbered or len(numbered) < len(wanted):
+            parser.error(f"--ids: there are mutants 1 to {len(mutants)} in this selection, got {args.ids!r}")
     if args.list:
-        for i, m in enumerate(mutants, 1):
+        for i, m in numbered:
             print(f"{i:4d} {m.label()}")
-        print(f"{len(mutants)} of {total} mutants")
+        print(f"{len(numbered)} of {total} mutants")
         return 0
 
     with tempfile.TemporaryDirectory(prefix="twingrad-mutate-") as tmp:
@@ -326,13 +338,15 @@ def main(argv=None) -> int:
         if status != "passed":
             print(f"the tests fail without any mutant ({status}): fix them first", file=sys.stderr)
             return 2
-        timeout = max(60.0, 5 * baseline)
-        print(f"{len(mutants)} of {total} mutants of {', '.join(modules)}; tests: {' '.join(tests)}")
+        # Generous: on a shared machine a surviving mutant's run can take five times the
+        # unmutated one, and a survivor cut short would be miscounted as a timeout.
+        timeout = max(600.0, 20 * baseline)
+        print(f"{len(numbered)} of {total} mutants of {', '.join(modules)}; tests: {' '.join(tests)}")
         print(f"unmutated run: {baseline:.1f} s; timeout per mutant {timeout:.0f} s\n", flush=True)
 
         originals = {m: (tree / "src" / "twingrad" / f"{m}.py").read_text() for m in modules}
-        survivors, killed, started = [], 0, time.perf_counter()
-        for i, mutant in enumerate(mutants, 1):
+        survivors, killed, timeouts, started = [], 0, 0, time.perf_counter()
+        for i, mutant in numbered:
             path = tree / "src" / "twingrad" / f"{mutant.module}.py"
             path.write_text(mutant.source)
             try:
@@ -342,16 +356,19 @@ def main(argv=None) -> int:
             verdict = "SURVIVED" if status == "passed" else ("killed (timeout)" if status == "timeout" else "killed")
             print(f"[{i:3d}/{len(mutants)}] {verdict:<16} {seconds:5.1f} s  {mutant.label()}", flush=True)
             if status == "passed":
-                survivors.append(mutant)
+                survivors.append((i, mutant))
             else:
                 killed += 1
+                timeouts += status == "timeout"
 
     elapsed = time.perf_counter() - started
-    print(f"\nkilled {killed} / {len(mutants)}, survived {len(survivors)} ({elapsed / 60:.1f} min)")
+    print(f"\nkilled {killed} / {len(numbered)} ({timeouts} by timeout), survived {len(survivors)} "
+          f"({elapsed / 60:.1f} min)")
     if survivors:
+        print(f"survivors: --ids {','.join(str(i) for i, _ in survivors)}")
         print("\nSurvivors (equivalent, or a blind spot of the tests?):\n")
-        for mutant in survivors:
-            print(f"# {mutant.label()}")
+        for i, mutant in survivors:
+            print(f"# [{i}] {mutant.label()}")
             print(_diff(originals[mutant.module], mutant))
     return 0
 

@@ -145,6 +145,30 @@ def test_batchnorm_and_layernorm_twins_use_eps_in_train_mode():
     np.testing.assert_allclose(F.layernorm(x.T[:1], gamma, beta, 3.0), [[-0.5, 0.5]], atol=1e-12)
 
 
+
+def test_default_eps_is_1e_minus_5_in_every_normalization_hand_and_twin():
+    # The registry always passes eps explicitly, so no three-way test reaches a default.
+    # A feature of variance 1e-6 next to eps = 1e-5: x_hat = +-1e-3 / sqrt(1.1e-5) = +-0.30151...
+    x = np.array([[0.0, 1.0], [2e-3, 1.0]])
+    x_hat = 1e-3 / np.sqrt(1.1e-5)
+    expected = np.array([[-x_hat, 0.0], [x_hat, 0.0]])
+    gamma, beta = np.ones(2), np.zeros(2)
+    np.testing.assert_allclose(F.batchnorm(x, gamma, beta), expected, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(batchnorm_forward(x, gamma, beta, {"mode": "train"})[0], expected, rtol=1e-9,
+                               atol=1e-12)
+    np.testing.assert_allclose(F.layernorm(x.T, gamma, beta), expected.T, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(layers.layernorm_forward(x.T, gamma, beta)[0], expected.T, rtol=1e-9, atol=1e-12)
+    # the sandwiches, through an identity affine layer: relu keeps the positive half
+    w, b = np.eye(2), np.zeros(2)
+    relu_expected = np.maximum(expected, 0.0)
+    np.testing.assert_allclose(F.affine_bn_relu(x, w, b, gamma, beta), relu_expected, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(F.affine_ln_relu(x.T, w, b, gamma, beta), relu_expected.T, rtol=1e-9, atol=1e-12)
+    hand_bn = layer_utils.affine_bn_relu_forward(x, w, b, gamma, beta, {"mode": "train"})[0]
+    np.testing.assert_allclose(hand_bn, relu_expected, rtol=1e-9, atol=1e-12)
+    hand_ln = layer_utils.affine_ln_relu_forward(x.T, w, b, gamma, beta, {})[0]
+    np.testing.assert_allclose(hand_ln, relu_expected.T, rtol=1e-9, atol=1e-12)
+
+
 # -- dropout masks of a network's layers ------------------------------------------------------
 # The net and its twin take their masks from the same helper, so hand-vs-twin tests
 # cannot see every layer drawing the same mask: test the property itself.
