@@ -276,3 +276,17 @@ def test_assert_gradients_fails_a_backward_off_by_one_part_in_a_million(tmp_path
     assert_gradients("batchnorm_backward", str(submission), cases=2)  # the untouched one passes
     with pytest.raises(AssertionError, match="batchnorm_backward_alt: dgamma"):
         assert_gradients("batchnorm_backward_alt", str(submission), cases=2)
+
+
+# -- defaults no test passes through -------------------------------------------------------------
+
+
+def test_fully_connected_net_defaults_are_the_cs231n_ones():
+    # Every other test names input_dim and num_classes; CS231n's notebooks rely on the defaults.
+    model = FullyConnectedNet([10], seed=0)
+    assert model.config == {"hidden_dims": [10], "input_dim": 3072, "num_classes": 10, "dropout": 0.0,
+                            "normalization": None, "reg": 0.0, "weight_scale": 1e-2, "dtype": "float32", "seed": 0}
+    assert model.params["W1"].shape == (3072, 10) and model.params["W2"].shape == (10, 10)
+    assert model.params["W1"].dtype == np.float32
+    assert 0.0097 < float(model.params["W1"].std()) < 0.0103  # 30720 draws of N(0, 1e-2 ** 2)
+    assert model.dropout_param == {} and model.bn_params == []
