@@ -16,8 +16,8 @@ import pytest
 
 from twingrad import fc_net, layer_utils, layers, optim
 from twingrad import functional as F
-from twingrad.fc_net import FullyConnectedNet, twin_forward
-from twingrad.gradcheck import TOLERANCES, Tolerance, check_layer, compare, tolerance
+from twingrad.fc_net import FullyConnectedNet, twin_forward, twin_loss
+from twingrad.gradcheck import TOLERANCES, Tolerance, check_layer, compare, eval_numerical_gradient, rel_error, tolerance
 from twingrad.layers import batchnorm_forward
 from twingrad.testing import assert_gradients, assert_layer_matches
 from twingrad.twins import REGISTRY
@@ -290,3 +290,24 @@ def test_fully_connected_net_defaults_are_the_cs231n_ones():
     assert model.params["W1"].dtype == np.float32
     assert 0.0097 < float(model.params["W1"].std()) < 0.0103  # 30720 draws of N(0, 1e-2 ** 2)
     assert model.dropout_param == {} and model.bn_params == []
+
+
+def test_twin_loss_defaults_are_the_plain_net():
+    # no normalization, no dropout, no regularization: the hand loss of a default net
+    model = FullyConnectedNet([4], input_dim=3, num_classes=2, weight_scale=1.0, dtype=np.float64, seed=2)
+    rng = np.random.default_rng(1)
+    X, y = rng.normal(size=(5, 3)), rng.integers(0, 2, size=5)
+    hand_loss, _ = model.loss(X, y)
+    np.testing.assert_allclose(twin_loss(model.params, X, y), hand_loss, rtol=1e-12)
+
+
+def test_eval_numerical_gradient_is_verbose_by_default_as_in_cs231n(capsys):
+    eval_numerical_gradient(lambda v: float(np.sum(v)), np.zeros(2))
+    assert capsys.readouterr().out.splitlines() == ["(0,) 1.0", "(1,) 1.0"]
+
+
+def test_rel_error_floor_is_1e_minus_8():
+    # max |x - y| / max(1e-8, |x| + |y|): the floor decides for values below 1e-8
+    assert rel_error(np.array([0.0]), np.array([1e-8])) == 1.0
+    assert rel_error(np.array([1e-9]), np.array([0.0])) == pytest.approx(0.1, rel=1e-12)
+    assert rel_error(np.array([0.0]), np.array([0.0])) == 0.0
