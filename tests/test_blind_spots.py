@@ -78,6 +78,12 @@ def test_compare_with_atol_and_rtol_both_at_the_boundary():
     assert not compare(np.array([1.0 + 1e-9, 7.0, -7.0]), expected, tol, "ref").passed
 
 
+
+def test_compare_of_empty_arrays_passes_with_zero_errors():
+    result = compare(np.zeros((0, 3)), np.zeros((0, 3)), Tolerance(atol=0.0, rtol=0.0), "ref")
+    assert result.passed and result.ignored == 0 and result.worst_index == ()
+    assert (result.max_abs_error, result.max_rel_error, result.expected, result.actual) == (0.0, 0.0, 0.0, 0.0)
+
 # -- the optimizers' epsilon, where it matters ----------------------------------------------
 # At the usual gradient sizes eps = 1e-8 changes a step by ~1e-10 relative, so the
 # CS231n examples cannot tell sqrt(cache) + eps from sqrt(cache + eps). For a
