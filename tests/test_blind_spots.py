@@ -84,6 +84,13 @@ def test_compare_of_empty_arrays_passes_with_zero_errors():
     assert result.passed and result.ignored == 0 and result.worst_index == ()
     assert (result.max_abs_error, result.max_rel_error, result.expected, result.actual) == (0.0, 0.0, 0.0, 0.0)
 
+
+def test_compare_reports_cs231n_relative_error_of_small_values_too():
+    # |a - e| / (|a| + |e|) = 0.25 / 0.75 for the first element, 0 for the second (equal) and third (both 0)
+    result = compare(np.array([0.5, 3.0, 0.0]), np.array([0.25, 3.0, 0.0]), Tolerance(atol=1.0, rtol=0.0), "ref")
+    assert result.passed and result.max_abs_error == 0.25
+    assert result.max_rel_error == pytest.approx(1 / 3, rel=1e-12)
+
 # -- the optimizers' epsilon, where it matters ----------------------------------------------
 # At the usual gradient sizes eps = 1e-8 changes a step by ~1e-10 relative, so the
 # CS231n examples cannot tell sqrt(cache) + eps from sqrt(cache + eps). For a
