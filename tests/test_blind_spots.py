@@ -17,7 +17,16 @@ import pytest
 from twingrad import fc_net, layer_utils, layers, optim
 from twingrad import functional as F
 from twingrad.fc_net import FullyConnectedNet, twin_forward, twin_loss
-from twingrad.gradcheck import TOLERANCES, Tolerance, check_layer, compare, eval_numerical_gradient, rel_error, tolerance
+from twingrad.gradcheck import (
+    TOLERANCES,
+    Tolerance,
+    check_layer,
+    compare,
+    compare_projection,
+    eval_numerical_gradient,
+    rel_error,
+    tolerance,
+)
 from twingrad.layers import batchnorm_forward
 from twingrad.testing import assert_gradients, assert_layer_matches
 from twingrad.twins import REGISTRY
@@ -90,6 +99,17 @@ def test_compare_reports_cs231n_relative_error_of_small_values_too():
     result = compare(np.array([0.5, 3.0, 0.0]), np.array([0.25, 3.0, 0.0]), Tolerance(atol=1.0, rtol=0.0), "ref")
     assert result.passed and result.max_abs_error == 0.25
     assert result.max_rel_error == pytest.approx(1 / 3, rel=1e-12)
+
+
+def test_compare_projection_bound_and_its_zero_case():
+    # bound = atol * sum|u| + rtol * sum|reference * u| = 0.5 * 3 + 0.25 * (2 + 4) = 3
+    u, reference = np.array([1.0, -2.0]), np.array([2.0, 2.0])
+    tol = Tolerance(atol=0.5, rtol=0.25)
+    assert compare_projection(4.0, 1.0, reference, u, tol) == (1.0, 3.0)  # error 3: exactly at the bound
+    assert compare_projection(1.0, 4.0 + 3e-9, reference, u, tol)[0] > 1.0
+    # a zero bound (u = 0) passes only an exact match
+    assert compare_projection(0.0, 0.0, reference, np.zeros(2), tol) == (0.0, 0.0)
+    assert compare_projection(1e-300, 0.0, reference, np.zeros(2), tol) == (np.inf, 0.0)
 
 # -- the optimizers' epsilon, where it matters ----------------------------------------------
 # At the usual gradient sizes eps = 1e-8 changes a step by ~1e-10 relative, so the
