@@ -273,6 +273,10 @@ def _run_tests(tree: Path, tests: list[str], timeout: float) -> tuple[str, float
         os.killpg(process.pid, signal.SIGKILL)
         process.wait()
         return "timeout", time.perf_counter() - started
+    except BaseException:  # interrupted (Ctrl-C, SIGTERM): leave no test run behind
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        raise
     finally:
         # hypothesis' example database would replay one mutant's failure against the next
         shutil.rmtree(tree / ".hypothesis", ignore_errors=True)
@@ -302,6 +306,8 @@ def main(argv=None) -> int:
     parser.add_argument("--list", action="store_true", help="print the mutants and exit")
     args = parser.parse_args(argv)
 
+    # SIGTERM unwinds like Ctrl-C, so the running tests are stopped and the copy is removed.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     root = args.root.resolve()
     modules = [m.strip().removesuffix(".py") for m in args.modules.split(",") if m.strip()]
     package = root / "src" / "twingrad"
