@@ -24,7 +24,8 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 # Whole modules that start kernels, worker processes, training runs or timers: most of the
 # suite's minute, and little of it on the core layers. Marked here, in one place, so
 # `-m "not slow"` (and scripts/mutate.py) get a fast suite without a list to keep in sync.
-SLOW_MODULES = {"test_notebooks.py", "test_verify_impl.py", "test_bench.py", "test_train_cli.py"}
+SLOW_MODULES = {"test_notebooks.py", "test_verify_impl.py", "test_bench.py", "test_train_cli.py", "test_course_layouts.py",
+                "test_grades.py", "test_grading_integrity.py"}
 
 
 def pytest_configure(config):
