@@ -19,6 +19,7 @@ from twingrad import fc_net, layer_utils, layers, optim
 from twingrad import functional as F
 from twingrad.fc_net import FullyConnectedNet, twin_forward, twin_loss
 from twingrad.gradcheck import (
+    STEPS,
     TOLERANCES,
     Tolerance,
     check_layer,
@@ -38,13 +39,15 @@ F64, F32 = np.dtype(np.float64), np.dtype(np.float32)
 # -- the published tolerances -------------------------------------------------------------
 
 
-def test_published_tolerances_are_pinned():
+def test_published_tolerances_and_steps_are_pinned():
     # Written out, not read from TOLERANCES: a test that reads the table cannot see it loosened.
     assert tolerance("exact", np.float64) == Tolerance(atol=1e-10, rtol=1e-7)
     assert tolerance("exact", np.float32) == Tolerance(atol=1e-5, rtol=1e-4)
     assert tolerance("numeric", np.float64) == Tolerance(atol=1e-7, rtol=1e-5)
     assert tolerance("numeric", np.float32) == Tolerance(atol=1e-2, rtol=1e-2)
     assert {kind: set(table) for kind, table in TOLERANCES.items()} == {"exact": {F64, F32}, "numeric": {F64, F32}}
+    # and the central-difference steps: CS231n's 1e-5 in float64
+    assert STEPS == {F64: 1e-5, F32: 1e-2}
 
 
 # -- the tolerance rule at its boundary -----------------------------------------------------
@@ -111,6 +114,14 @@ def test_compare_projection_bound_and_its_zero_case():
     # a zero bound (u = 0) passes only an exact match
     assert compare_projection(0.0, 0.0, reference, np.zeros(2), tol) == (0.0, 0.0)
     assert compare_projection(1e-300, 0.0, reference, np.zeros(2), tol) == (np.inf, 0.0)
+
+
+def test_ignored_elements_are_neither_the_worst_nor_counted_in_the_errors():
+    # excess (|a - e| / 0.5): 8 for the ignored element, 0.2 for the kept one
+    result = compare(np.array([5.0, 1.1]), np.array([1.0, 1.0]), Tolerance(atol=0.5, rtol=0.0), "ref",
+                     ignore=np.array([True, False]))
+    assert result.passed and result.ignored == 1 and result.worst_index == (1,)
+    assert result.max_abs_error == pytest.approx(0.1, rel=1e-9) and result.actual == 1.1
 
 # -- the optimizers' epsilon, where it matters ----------------------------------------------
 # At the usual gradient sizes eps = 1e-8 changes a step by ~1e-10 relative, so the
@@ -333,6 +344,14 @@ def test_twin_loss_defaults_are_the_plain_net():
     X, y = rng.normal(size=(5, 3)), rng.integers(0, 2, size=5)
     hand_loss, _ = model.loss(X, y)
     np.testing.assert_allclose(twin_loss(model.params, X, y), hand_loss, rtol=1e-12)
+
+
+def test_twin_forward_defaults_are_the_plain_net():
+    model = FullyConnectedNet([4, 4], input_dim=3, num_classes=2, weight_scale=1.0, dtype=np.float64, seed=3)
+    X = np.random.default_rng(2).normal(size=(5, 3))
+    scores, trace = twin_forward(model.params, X)
+    np.testing.assert_allclose(scores, model.loss(X), rtol=1e-12)  # test-mode scores: no dropout, no norm
+    assert trace.pre_norm == [] and len(trace.pre_relu) == 2
 
 
 def test_eval_numerical_gradient_is_verbose_by_default_as_in_cs231n(capsys):
