@@ -26,6 +26,7 @@ from twingrad.gradcheck import (
     compare,
     compare_projection,
     eval_numerical_gradient,
+    random_upstream,
     rel_error,
     tolerance,
 )
@@ -352,6 +353,14 @@ def test_twin_forward_defaults_are_the_plain_net():
     scores, trace = twin_forward(model.params, X)
     np.testing.assert_allclose(scores, model.loss(X), rtol=1e-12)  # test-mode scores: no dropout, no norm
     assert trace.pre_norm == [] and len(trace.pre_relu) == 2
+
+
+def test_a_scalar_upstream_gradient_takes_both_signs_and_stays_of_order_one():
+    # The upstream gradient of a loss: either sign, magnitude in [0.5, 2] (so never 1, never 0, never huge).
+    rng = np.random.default_rng(0)
+    values = np.array([random_upstream(rng, 1.0) for _ in range(200)])
+    assert values.min() < 0 < values.max()
+    assert np.all((np.abs(values) >= 0.5) & (np.abs(values) <= 2.0))
 
 
 def test_eval_numerical_gradient_is_verbose_by_default_as_in_cs231n(capsys):
