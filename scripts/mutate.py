@@ -265,8 +265,10 @@ def _run_tests(tree: Path, tests: list[str], timeout: float) -> tuple[str, float
     command = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "--no-header", "-o",
                "addopts=", *tests]
     started = time.perf_counter()
-    process = subprocess.Popen(command, cwd=tree, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               start_new_session=True)  # its own group: a timeout ends its children too
+    log = tree.parent / "pytest.log"  # the last run's output: shown when the unmutated run fails
+    with open(log, "wb") as out:
+        process = subprocess.Popen(command, cwd=tree, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                   start_new_session=True)  # its own group: a timeout ends its children too
     try:
         code = process.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -342,6 +344,8 @@ def main(argv=None) -> int:
         tests = args.tests or FAST_TESTS
         status, baseline = _run_tests(tree, tests, timeout=3600)
         if status != "passed":
+            tail = (Path(tmp) / "pytest.log").read_text(errors="replace").splitlines()[-30:]
+            print("\n".join(tail), file=sys.stderr)
             print(f"the tests fail without any mutant ({status}): fix them first", file=sys.stderr)
             return 2
         # Generous: on a shared machine a surviving mutant's run can take five times the
