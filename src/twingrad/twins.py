@@ -66,9 +66,14 @@ class LayerSpec:
         the callers' defaults. Convolutions keep theirs small: finite
         differences cost four evaluations per input element.
     diagnoses : tuple of str
-        The sets of classic mistakes that ``twingrad verify`` tries on a wrong
-        result of this layer (:mod:`twingrad.verify.conv_hints`): "conv",
-        "max_pool", "spatial_batchnorm", "spatial_groupnorm".
+        What ``twingrad verify`` knows of this layer beyond its gradients, so
+        that the verifier never branches on a layer's name: "relu_mask" (hints
+        about ReLU's mask), "normalization" (its forward's usual mistakes, the
+        paths through the statistics), "running_averages" (its forward keeps
+        batch norm's running averages: checked), "dropout_mask" (a random mask:
+        checked by its statistics, the backward against the mask the forward
+        drew), and the convolutional mistakes of :mod:`twingrad.verify.conv_hints`
+        ("conv", "max_pool", "spatial_batchnorm", "spatial_groupnorm").
     """
 
     name: str
@@ -223,13 +228,12 @@ def _hinge_kinks(inputs):
     return margins
 
 
-def _sandwich_kinks(spec_name):
+def _sandwich_kinks(norm=None, param_name=None):
+    """The ReLU's pre-activations of affine - [norm] - relu: where the sandwich has kinks."""
     def kinks(inputs):
         pre = F.affine(inputs["x"], inputs["w"], inputs["b"])
-        if spec_name == "affine_bn_relu":
-            pre = F.batchnorm(pre, inputs["gamma"], inputs["beta"], inputs["bn_param"]["eps"])
-        elif spec_name == "affine_ln_relu":
-            pre = F.layernorm(pre, inputs["gamma"], inputs["beta"], inputs["ln_param"]["eps"])
+        if norm is not None:
+            pre = norm(pre, inputs["gamma"], inputs["beta"], inputs[param_name]["eps"])
         return pre
 
     return kinks
@@ -259,32 +263,34 @@ REGISTRY: dict[str, LayerSpec] = {
         LayerSpec("affine", "affine_forward", "affine_backward", "layers", F.affine,
                   ("x", "w", "b"), ("x", "w", "b"), _sample_affine, ndim=(2, 4)),
         LayerSpec("relu", "relu_forward", "relu_backward", "layers", F.relu,
-                  ("x",), ("x",), _sample_relu, kinks=_relu_kinks, ndim=(1, 4)),
+                  ("x",), ("x",), _sample_relu, kinks=_relu_kinks, ndim=(1, 4), diagnoses=("relu_mask",)),
         LayerSpec("svm_loss", "svm_loss", None, "layers", F.svm_loss,
                   ("x", "y"), ("x",), _sample_loss, static=_labels, kinks=_hinge_kinks),
         LayerSpec("softmax_loss", "softmax_loss", None, "layers", F.softmax_loss,
                   ("x", "y"), ("x",), _sample_loss, static=_labels),
         LayerSpec("batchnorm", "batchnorm_forward", "batchnorm_backward", "layers", F.batchnorm,
                   (*_NORM_ARGS, "bn_param"), _NORM_ARGS, _sample_norm("bn_param"),
-                  static=_eps("bn_param"), min_batch=2),
+                  static=_eps("bn_param"), min_batch=2, diagnoses=("normalization", "running_averages")),
         LayerSpec("batchnorm_alt", "batchnorm_forward", "batchnorm_backward_alt", "layers", F.batchnorm,
                   (*_NORM_ARGS, "bn_param"), _NORM_ARGS, _sample_norm("bn_param"),
-                  static=_eps("bn_param"), min_batch=2),
+                  static=_eps("bn_param"), min_batch=2, diagnoses=("normalization", "running_averages")),
         LayerSpec("layernorm", "layernorm_forward", "layernorm_backward", "layers", F.layernorm,
-                  (*_NORM_ARGS, "ln_param"), _NORM_ARGS, _sample_norm("ln_param"), static=_eps("ln_param")),
+                  (*_NORM_ARGS, "ln_param"), _NORM_ARGS, _sample_norm("ln_param"), static=_eps("ln_param"),
+                  diagnoses=("normalization",)),
         LayerSpec("dropout", "dropout_forward", "dropout_backward", "layers", F.dropout,
-                  ("x", "dropout_param"), ("x",), _sample_dropout, static=_dropout_static, ndim=(1, 4)),
+                  ("x", "dropout_param"), ("x",), _sample_dropout, static=_dropout_static, ndim=(1, 4),
+                  diagnoses=("dropout_mask",)),
         LayerSpec("affine_relu", "affine_relu_forward", "affine_relu_backward", "layer_utils", F.affine_relu,
                   ("x", "w", "b"), ("x", "w", "b"), _sample_sandwich(None),
-                  kinks=_sandwich_kinks("affine_relu"), ndim=(2, 4)),
+                  kinks=_sandwich_kinks(), ndim=(2, 4)),
         LayerSpec("affine_bn_relu", "affine_bn_relu_forward", "affine_bn_relu_backward", "layer_utils",
                   F.affine_bn_relu, (*_SANDWICH_NORM_ARGS, "bn_param"), _SANDWICH_NORM_ARGS,
                   _sample_sandwich("bn_param"), static=_eps("bn_param"),
-                  kinks=_sandwich_kinks("affine_bn_relu"), ndim=(2, 4), min_batch=2),
+                  kinks=_sandwich_kinks(F.batchnorm, "bn_param"), ndim=(2, 4), min_batch=2),
         LayerSpec("affine_ln_relu", "affine_ln_relu_forward", "affine_ln_relu_backward", "layer_utils",
                   F.affine_ln_relu, (*_SANDWICH_NORM_ARGS, "ln_param"), _SANDWICH_NORM_ARGS,
                   _sample_sandwich("ln_param"), static=_eps("ln_param"),
-                  kinks=_sandwich_kinks("affine_ln_relu"), ndim=(2, 4)),
+                  kinks=_sandwich_kinks(F.layernorm, "ln_param"), ndim=(2, 4)),
         # The convolutional half. The naive and fast convolutions and poolings share one twin each;
         # the sandwiches use the fast layers, as the course's layer_utils does.
         LayerSpec("conv_naive", "conv_forward_naive", "conv_backward_naive", "layers", F.conv,

@@ -126,7 +126,7 @@ def plan(fn: Function, settings) -> list:
     its statistics with calls of their own, and is not planned.
     """
     spec, calls = fn.spec, []
-    if fn.role == "forward" and spec.name == "dropout":
+    if fn.role == "forward" and "dropout_mask" in spec.diagnoses:
         return []
     for case in settings.case_indices():
         if fn.role == "forward":
@@ -154,7 +154,7 @@ def sample(spec: LayerSpec, rng: np.random.Generator, settings) -> dict:
 def call_args(spec: LayerSpec, inputs: dict, settings) -> list:
     """Fresh copies of the forward's arguments (the checked code may write into them), in its convention."""
     args = [copy.deepcopy(inputs[a]) for a in spec.args]
-    if spec.name == "dropout" and settings.keep_prob:
+    if "dropout_mask" in spec.diagnoses and settings.keep_prob:
         args[1]["p"] = 1.0 - args[1]["p"]
     return args
 
@@ -174,7 +174,7 @@ def _forward_case(fn, caller, settings, case, collector) -> dict:
     inputs = sample(spec, settings.rng(fn.name, case), settings)
     shapes = input_shapes(spec, inputs)
     try:
-        if spec.name == "dropout":
+        if "dropout_mask" in spec.diagnoses:
             stateful.dropout_forward_case(caller, settings, case, inputs, shapes, collector)
             return shapes
         inputs64 = upcast(spec, inputs)
@@ -183,13 +183,13 @@ def _forward_case(fn, caller, settings, case, collector) -> dict:
         out = calling.array(fn.name, "out", out, twin_out.shape, twin_out)
         comparison = compare(out, twin_out, tolerance("exact", settings.np_dtype), "twin")
         details = {"got": out, "twin": twin_out, "context": _context(spec, inputs)}
-        if not comparison.passed and spec.name in ("batchnorm", "layernorm"):
+        if not comparison.passed and "normalization" in spec.diagnoses:
             details["extra_hints"] = _normalization_hints(spec, inputs64, out, comparison.tolerance)
         elif not comparison.passed:
             details["extra_hints"] = conv_hints.forward_hints(spec.diagnoses, inputs64, out, comparison.tolerance)
         collector.add("out", "forward", Outcome("pass" if comparison.passed else "fail", {"twin": comparison}, case,
                                                 shapes, details=details))
-        if spec.name == "batchnorm":
+        if "running_averages" in spec.diagnoses:
             stateful.batchnorm_state_case(caller, settings, case, inputs, shapes, collector)
     except UserError as err:
         raise _CaseError(err.message, shapes) from None
@@ -259,7 +259,7 @@ def _problem(fn, caller, inputs, settings) -> tuple[Problem, object, object]:
             return calling.gradients(fn.name, caller(fn.name, dout, cache), spec.gradient_names)
 
     twin = spec.twin_function(inputs64)
-    if spec.name == "dropout":
+    if "dropout_mask" in spec.diagnoses:
         twin = _dropout_twin(fn, value, inputs)
     kinks = None
     if spec.kinks:
@@ -276,7 +276,7 @@ def _problem(fn, caller, inputs, settings) -> tuple[Problem, object, object]:
         return _problem(fn, caller, moved, settings)[0].hand(dout)
 
     # Dropout's twin is built from the module's own mask: never shared with another submission.
-    key = None if spec.name == "dropout" else fingerprint(spec.name, *_static_values(spec.static(inputs64)))
+    key = None if "dropout_mask" in spec.diagnoses else fingerprint(spec.name, *_static_values(spec.static(inputs64)))
     problem = Problem(arrays, twin, hand, dict(zip(spec.wrt, spec.gradient_names)), kinks, perturbed=perturbed,
                       key=key)
     return problem, value, own_forward
@@ -304,24 +304,30 @@ def _context(spec: LayerSpec, inputs: dict, dout=None, keep_prob: bool = False) 
     context = {"N": x.shape[0] if x.ndim else None, "D": int(np.prod(x.shape[1:])) if x.ndim > 1 else None}
     if "y" in inputs:
         context["y"] = inputs["y"]
-    if spec.name == "relu":
+    if "relu_mask" in spec.diagnoses:
         context.update(relu_input=x, dout=dout)
-    if spec.name in ("batchnorm", "batchnorm_alt", "layernorm"):
-        axis = 0 if spec.name.startswith("batchnorm") else 1
-        eps = inputs["bn_param" if axis == 0 else "ln_param"]["eps"]
+    if "normalization" in spec.diagnoses:
+        param, axis = _normalization(spec)
+        eps = inputs[param]["eps"]
         centered = x - x.mean(axis=axis, keepdims=True)
         x_hat = centered / np.sqrt(np.mean(centered**2, axis=axis, keepdims=True) + eps)
         context.update(norm_axis=axis, x_hat=x_hat)
-    if spec.name == "dropout":
+    if "dropout_mask" in spec.diagnoses:
         context.update(p_drop=inputs["dropout_param"]["p"], keep_prob=keep_prob, N=None, D=None)
     return context
+
+
+def _normalization(spec: LayerSpec) -> tuple[str, int]:
+    """A normalization's parameter dict, and the axis it normalizes over: batch norm's 0, layer norm's 1."""
+    param = spec.args[-1]
+    return param, 0 if param == "bn_param" else 1
 
 
 def _normalization_hints(spec: LayerSpec, inputs64: dict, out, tol) -> list[str]:
     """A normalization's forward, wrong in one of the usual ways: each computed, kept only if it reproduces ``out``."""
     x, gamma, beta = inputs64["x"], inputs64["gamma"], inputs64["beta"]
-    eps = inputs64["bn_param" if spec.name == "batchnorm" else "ln_param"]["eps"]
-    axis, other = (0, 1) if spec.name == "batchnorm" else (1, 0)
+    param, axis = _normalization(spec)
+    eps, other = inputs64[param]["eps"], 1 - axis
 
     def normalized(axis, ddof=0, eps_outside=False, std=False):
         centered = x - x.mean(axis=axis, keepdims=True)
@@ -341,7 +347,7 @@ def _normalization_hints(spec: LayerSpec, inputs64: dict, out, tol) -> list[str]
     ]
     if x.shape[other] > 1:
         candidates.append((gamma * normalized(other) + beta, f"the statistics are taken over axis {other}; "
-                                                             f"{spec.name} takes them over axis {axis}"))
+                                                             f"{spec.forward} takes them over axis {axis}"))
     got = np.asarray(out, np.float64)
     return [text for model, text in candidates
             if tol.fits(got, model)][:1]
