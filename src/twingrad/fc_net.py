@@ -12,7 +12,7 @@ Parameters are named as in CS231n: ``W1, b1, gamma1, beta1, ..., WL, bL``.
 from __future__ import annotations
 
 import numbers
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import NamedTuple
 
 import autograd.numpy as anp
@@ -31,7 +31,25 @@ from .layer_utils import (
 )
 from .layers import affine_backward, affine_forward, dropout_backward, dropout_forward, softmax_loss
 
-NORMALIZATIONS = (None, "batchnorm", "layernorm")
+class Normalization(NamedTuple):
+    """What a hidden layer with one normalization (or none) is made of: the sandwich pair, its twin, its state."""
+
+    forward: Callable  #: (h, W, b[, gamma, beta, param]) -> (out, cache)
+    backward: Callable  #: (dout, cache, input_grad) -> (dx, dW, db[, dgamma, dbeta])
+    twin: Callable | None  #: (a, gamma, beta, eps) -> normalized a; None: no normalization
+    param: Callable | None  #: a fresh bn_param / ln_param
+
+
+# The one place a normalization is chosen, for the hand net and its twin alike. The sandwiches are looked
+# up when called, so that this module's names stay the ones the net uses (a test may watch them).
+NORMALIZERS = {
+    None: Normalization(lambda *a: affine_relu_forward(*a), lambda *a, **k: affine_relu_backward(*a, **k), None, None),
+    "batchnorm": Normalization(lambda *a: affine_bn_relu_forward(*a), lambda *a, **k: affine_bn_relu_backward(*a, **k),
+                               F.batchnorm, lambda: {"mode": "train"}),
+    "layernorm": Normalization(lambda *a: affine_ln_relu_forward(*a), lambda *a, **k: affine_ln_relu_backward(*a, **k),
+                               F.layernorm, dict),
+}
+NORMALIZATIONS = tuple(NORMALIZERS)
 DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
@@ -160,11 +178,8 @@ class FullyConnectedNet:
             self.dropout_param = {"mode": "train", "p": self.dropout}
             if seed is not None:
                 self.dropout_param["seed"] = seed
-        self.bn_params = []
-        if normalization == "batchnorm":
-            self.bn_params = [{"mode": "train"} for _ in hidden_dims]
-        elif normalization == "layernorm":
-            self.bn_params = [{} for _ in hidden_dims]
+        make = NORMALIZERS[normalization].param
+        self.bn_params = [make() for _ in hidden_dims] if make else []
 
     @property
     def config(self) -> dict:
@@ -207,15 +222,10 @@ class FullyConnectedNet:
                 bn_param["mode"] = mode
         p = self.params
         h, caches, dropout_caches = X, [], []
+        norm = NORMALIZERS[self.normalization]
         for i in range(1, self.num_layers):
-            if self.normalization == "batchnorm":
-                h, cache = affine_bn_relu_forward(h, p[f"W{i}"], p[f"b{i}"], p[f"gamma{i}"], p[f"beta{i}"],
-                                                  self.bn_params[i - 1])
-            elif self.normalization == "layernorm":
-                h, cache = affine_ln_relu_forward(h, p[f"W{i}"], p[f"b{i}"], p[f"gamma{i}"], p[f"beta{i}"],
-                                                  self.bn_params[i - 1])
-            else:
-                h, cache = affine_relu_forward(h, p[f"W{i}"], p[f"b{i}"])
+            extra = (p[f"gamma{i}"], p[f"beta{i}"], self.bn_params[i - 1]) if norm.twin else ()
+            h, cache = norm.forward(h, p[f"W{i}"], p[f"b{i}"], *extra)
             caches.append(cache)
             if self.use_dropout:
                 h, cache = dropout_forward(h, _layer_dropout_param(self.dropout_param, i))
@@ -253,18 +263,14 @@ class FullyConnectedNet:
         # reg as a dtype scalar: a Python float times a float32 numpy scalar is float64 under NumPy 1.x.
         reg = self.dtype.type(self.reg)
         dh, grads[f"W{L}"], grads[f"b{L}"] = affine_backward(dscores, caches[-1], input_grad=L > 1)
+        norm = NORMALIZERS[self.normalization]
         for i in range(L - 1, 0, -1):
             if self.use_dropout:
                 dh = dropout_backward(dh, dropout_caches[i - 1])
-            first = i == 1  # the first layer's dx (w.r.t. X) is never needed
-            if self.normalization == "batchnorm":
-                dh, grads[f"W{i}"], grads[f"b{i}"], grads[f"gamma{i}"], grads[f"beta{i}"] = affine_bn_relu_backward(
-                    dh, caches[i - 1], input_grad=not first)
-            elif self.normalization == "layernorm":
-                dh, grads[f"W{i}"], grads[f"b{i}"], grads[f"gamma{i}"], grads[f"beta{i}"] = affine_ln_relu_backward(
-                    dh, caches[i - 1], input_grad=not first)
-            else:
-                dh, grads[f"W{i}"], grads[f"b{i}"] = affine_relu_backward(dh, caches[i - 1], input_grad=not first)
+            # the first layer's dx (w.r.t. X) is never needed
+            dh, grads[f"W{i}"], grads[f"b{i}"], *norm_grads = norm.backward(dh, caches[i - 1], input_grad=i > 1)
+            if norm_grads:
+                grads[f"gamma{i}"], grads[f"beta{i}"] = norm_grads
         if self.reg:  # reg = 0 (the default) would still cost two passes over every W
             for i in range(1, L + 1):
                 W = p[f"W{i}"]
@@ -356,14 +362,12 @@ def twin_forward(params, X, *, normalization=None, dropout=0.0, seed=None, eps=1
     """
     L = _num_layers(params)
     h, pre_norm, pre_relu = anp.reshape(X, (X.shape[0], -1)), [], []
+    norm = NORMALIZERS[normalization].twin
     for i in range(1, L):
         a = F.affine(h, params[f"W{i}"], params[f"b{i}"])
-        if normalization == "batchnorm":
+        if norm is not None:
             pre_norm.append(a)
-            a = F.batchnorm(a, params[f"gamma{i}"], params[f"beta{i}"], eps)
-        elif normalization == "layernorm":
-            pre_norm.append(a)
-            a = F.layernorm(a, params[f"gamma{i}"], params[f"beta{i}"], eps)
+            a = norm(a, params[f"gamma{i}"], params[f"beta{i}"], eps)
         pre_relu.append(a)
         h = F.relu(a)
         if dropout > 0:
