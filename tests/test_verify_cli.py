@@ -135,3 +135,12 @@ def test_auto_projects_every_input_of_a_large_network():
     assert modes == {"W": "fast", "b": "fast+full"}
     small = json.loads(_verify("--net", "5-4-3", "-k", "1", "--json")[1])
     assert {c["mode"] for c in small["checks"] if c["kind"] == "gradient"} == {"full"}
+
+
+def test_a_passing_row_with_a_large_relative_error_is_explained_under_the_table():
+    code, out, _ = _verify("-k", "2", "--only", "FullyConnectedNet.loss")
+    rows = [line for line in out.splitlines() if line.startswith("FullyConnectedNet.loss") and " b " in line]
+    assert code == 0 and rows and "pass" in rows[0]
+    assert "max rel err is CS231n's" in out and "It decides nothing" in out
+    code, out, _ = _verify("-k", "1", "--only", "relu_forward")
+    assert "max rel err is CS231n's" not in out  # no puzzling row, no footer

@@ -63,11 +63,20 @@ def _error_text(value) -> str:
     return "" if value is None else f"{value:.1e}"
 
 
+REL_ERROR_FOOTER = ("max rel err is CS231n's |got - expected| / (|got| + |expected|): it nears 1 where both are "
+                    "about 0 (a bias before batch norm has a gradient of 0). It decides nothing: a row passes when "
+                    "|got - expected| <= atol + rtol * |expected| everywhere (docs/verify.md, Tolerances).")
+
+
 def checks_table(records: list[Record]) -> str:
-    """One row per checked quantity: function, gradient, shapes tried, max abs err, max rel err, status."""
+    """One row per checked quantity: function, gradient, shapes tried, max abs err, max rel err, status;
+    with a footer on max rel err when a passing row shows a large one (it puzzles every newcomer)."""
     rows = [[_function_text(r), r.gradient or "-", _shapes_text(r.shapes), _error_text(r.max_abs_error),
              _error_text(r.max_rel_error), r.status] for r in records]
-    return table(["function", "gradient", "shapes tried", "max abs err", "max rel err", "status"], rows)
+    text = table(["function", "gradient", "shapes tried", "max abs err", "max rel err", "status"], rows)
+    if any(r.status in ("pass", "kink") and (r.max_rel_error or 0) > 1e-3 for r in records):
+        text += "\n\n" + REL_ERROR_FOOTER
+    return text
 
 
 def _function_text(record: Record) -> str:
