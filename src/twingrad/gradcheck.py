@@ -367,7 +367,7 @@ def check_layer(spec: LayerSpec, inputs: dict, rng: np.random.Generator, module=
             return spec.kinks({**inputs, **dict(zip(spec.wrt, arrays))})
 
     problem = Problem({name: inputs[name] for name in spec.wrt}, spec.twin_function(inputs), lambda _: hand_grads,
-                      dict(zip(spec.wrt, spec.gradient_names)), kinks)
+                      dict(zip(spec.wrt, spec.gradient_names)), kinks, name=spec.backward or spec.forward)
     _, outcomes = check_problem(problem, rng, dtype, "full", h=h, dout=dout)
     shapes = {name: tuple(np.shape(inputs[name])) for name in spec.wrt}
     forward = compare(hand_out, np.asarray(twin_out, np.float64), tolerance("exact", dtype), "twin")

@@ -41,9 +41,9 @@ import numpy as np
 
 from ._reproducer import snippet
 from .gradcheck import compare, numeric_vjp, random_upstream, tolerance
-from .verify.calling import Caller, Stub, UserError, gradients
+from .verify.calling import Caller, UserError, gradients
 from .verify.diagnosis import diagnose
-from .verify.engine import HandError, Problem, check_problem, ulp
+from .verify.engine import Problem, check_problem, ulp
 from .verify.results import Outcome, Record
 
 __all__ = ["assert_layer_matches", "assert_gradients", "check_module"]
@@ -133,8 +133,9 @@ def assert_layer_matches(forward: Callable, backward: Callable | None = None, tw
             outcomes = [(o.gradient, Outcome(o.status, o.comparisons, 0, shapes, o.mode,
                                              details={**o.arrays, "context": _context(inputs, wrt)}))
                         for o in checked]
-    except (UserError, Stub, HandError) as err:
-        raise _failure(name, f"{name}: {err}", reproducer()) from None
+    except UserError as err:
+        message = str(err) if str(err).startswith(name) else f"{name}: {err}"
+        raise _failure(name, message, reproducer()) from None
     failures = [diagnose(name, gradient, outcome, replay)["text"] for gradient, outcome in outcomes
                 if outcome.status == "fail"]
     if failures:
@@ -173,7 +174,7 @@ def _problem(forward, backward, twin, inputs, wrt, kinks, caller, name) -> tuple
         return _problem(forward, backward, twin, moved, wrt, kinks, caller, name)[0].hand(dout)
 
     problem = Problem({w: inputs[w] for w in wrt}, twin_of if twin else None, hand, dict(zip(wrt, names)),
-                      kinks_of if kinks else None, perturbed=perturbed)
+                      kinks_of if kinks else None, perturbed=perturbed, name=name)
     return problem, out
 
 
@@ -198,7 +199,7 @@ def _numeric_only(problem, out, forward, backward, inputs, wrt, rng, dout, dtype
         (num,), (kinked,) = numeric_vjp(evaluate, [arrays[w]], 1e-5)
         got = np.asarray(hand[gname])
         if got.shape != num.shape:
-            raise HandError(f"{gname} has shape {got.shape}; expected {num.shape}, the shape of {w}")
+            raise UserError(f"{problem.name}: {gname} has shape {got.shape}; expected {num.shape}, the shape of {w}")
         comparison = compare(got, num, tol, "numeric", ignore=kinked if kinked.any() else None)
         status = "fail" if not comparison.passed else ("kink" if comparison.ignored else "pass")
         shapes = {k: tuple(np.shape(v)) for k, v in inputs.items() if isinstance(v, np.ndarray)}

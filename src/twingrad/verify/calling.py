@@ -22,15 +22,18 @@ PYTHON2_METHODS = {"iteritems": "items", "itervalues": "values", "iterkeys": "ke
 
 
 class UserError(Exception):
-    """The checked function raised or returned something unusable: status 'error'."""
+    """The one value for "the checked code went wrong", whatever the check: ``status`` is 'error' (it raised,
+    returned something unusable, of the wrong type or shape) or 'missing' (not implemented yet: it returns
+    None, raises NotImplementedError); ``message`` says what, in one line; ``shapes`` the case's inputs."""
 
-    def __init__(self, message: str):
+    def __init__(self, message: str, status: str = "error", shapes: dict | None = None):
         super().__init__(message)
-        self.message = message
+        self.message, self.status, self.shapes = message, status, shapes
 
 
-class Stub(Exception):
-    """The function is not implemented yet (returns None, raises NotImplementedError): status 'missing'."""
+def stub(message: str) -> UserError:
+    """The error of a function not implemented yet (status 'missing')."""
+    return UserError(message, "missing")
 
 
 def python2_hint(exc: BaseException) -> str:
@@ -137,7 +140,7 @@ class Caller:
         try:
             return function(*args, **kwargs)
         except NotImplementedError:
-            raise Stub(f"{name} raises NotImplementedError: not implemented yet") from None
+            raise stub(f"{name} raises NotImplementedError: not implemented yet") from None
         except (Exception, SystemExit) as exc:  # SystemExit: a stray exit() must not end the check
             raise UserError(describe_exception(name, exc, self.path, self.memory_limit_mb)) from None
 
@@ -153,7 +156,7 @@ def describe_value(value) -> str:
 def pair(function: str, result, names: str) -> tuple:
     """``result`` unpacked as the pair ``names`` (e.g. '(out, cache)')."""
     if result is None:
-        raise Stub(f"{function} returned None: not implemented yet?")
+        raise stub(f"{function} returned None: not implemented yet?")
     if not isinstance(result, (tuple, list)) or len(result) != 2:
         raise UserError(f"{function} returned {describe_value(result)}; expected the pair {names}")
     return tuple(result)
@@ -166,7 +169,7 @@ def array(function: str, name: str, value, shape: tuple, expected=None) -> np.nd
     its values: "right values, shape (1, 5) instead of (5,)", or wrong in both.
     """
     if value is None:
-        raise Stub(f"{function} returned {name} = None: not implemented yet?")
+        raise stub(f"{function} returned {name} = None: not implemented yet?")
     try:
         result = np.asarray(value)
     except Exception:  # noqa: BLE001
@@ -192,12 +195,12 @@ def shape_note(result: np.ndarray, shape: tuple, expected) -> str:
 def gradients(function: str, result, names: tuple) -> dict:
     """The backward's return value as ``{gradient name: value}``, in the order of ``names``."""
     if result is None:
-        raise Stub(f"{function} returned None: not implemented yet?")
+        raise stub(f"{function} returned None: not implemented yet?")
     if len(names) == 1 and not isinstance(result, (tuple, list)):
         result = (result,)
     if not isinstance(result, (tuple, list)) or len(result) != len(names):
         raise UserError(f"{function} returned {describe_value(result)}; expected {len(names)}: "
                         f"({', '.join(names)})")
     if all(g is None for g in result):
-        raise Stub(f"{function} returned only None: not implemented yet?")
+        raise stub(f"{function} returned only None: not implemented yet?")
     return dict(zip(names, result))

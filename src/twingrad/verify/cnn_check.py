@@ -16,11 +16,11 @@ from .. import functional as F
 from ..cnn import POOL_PARAM, twin_forward, twin_loss
 from ..gradcheck import compare, tolerance
 from . import calling
-from .calling import Stub, UserError
+from .calling import UserError
 from .diagnosis import diagnose
-from .engine import HandError, Problem, check_problem, fingerprint
+from .engine import Problem, check_problem, fingerprint
 from .network import Net
-from .results import Collector, Outcome, Record, function_record
+from .results import Collector, Outcome, Record, failure_record, function_record
 
 FUNCTION = "ThreeLayerConvNet.loss"
 PARAMS = ("W1", "b1", "W2", "b2", "W3", "b3")
@@ -36,11 +36,8 @@ def check_student_cnn(caller, settings) -> list[Record]:
     try:
         for case in settings.case_indices():
             _case(caller, parameters, settings, case, collector)
-    except Stub as stub:
-        return [function_record(FUNCTION, "missing", str(stub), settings)]
-    except (UserError, HandError) as err:
-        message = err.message if isinstance(err, UserError) else f"{FUNCTION}: {err}"
-        return [function_record(FUNCTION, "error", message, settings, case=case, shapes={})]
+    except UserError as err:
+        return [failure_record(FUNCTION, err, settings, case, {})]
     return collector.records(lambda f, g, outcome: diagnose(f, g, outcome, settings))
 
 
@@ -111,4 +108,4 @@ def _problem(net: Net, X, y, config) -> tuple[Problem, object]:
         return {k: (None if g is None else np.asarray(g) * dout) for k, g in grads.items()}
 
     key = fingerprint(FUNCTION, sorted(settings.items()), X64, np.asarray(y))
-    return Problem(dict(net.params), twin, hand, {n: n for n in PARAMS}, kinks, key=key), loss
+    return Problem(dict(net.params), twin, hand, {n: n for n in PARAMS}, kinks, key=key, name=FUNCTION), loss

@@ -40,7 +40,7 @@ from ..gradcheck import (
     random_upstream,
     tolerance,
 )
-from .calling import shape_note
+from .calling import UserError, shape_note
 
 
 # Above this many elements, the fast mode's fallback differences a sample of elements, not all.
@@ -48,10 +48,6 @@ FALLBACK_LIMIT = 20_000
 # 'auto' differences an input element by element while (its elements) x (all inputs' elements) stays
 # below this: every registry layer and the default network sweep; a CIFAR-sized network projects.
 FULL_BUDGET = 5_000_000
-
-
-class HandError(Exception):
-    """The checked code raised, or returned something of the wrong type or shape; the message says which."""
 
 
 @dataclass
@@ -79,6 +75,8 @@ class Problem:
         backward) again, at inputs moved by one unit in the last place. Below
         float64, how much that moves the result is the hand code's own rounding
         noise, which a comparison tolerates (see :func:`ulp`).
+    name : str
+        The checked function, as messages name it (``"affine_backward"``).
     key : str or None
         What, besides ``arrays``, decides ``twin`` and ``kinks`` (a :func:`fingerprint`
         of the layer's name and its fixed arguments): the twin's results at the same
@@ -93,6 +91,7 @@ class Problem:
     traced: Callable | None = None
     perturbed: Callable | None = None
     key: str | None = None
+    name: str = "the backward pass"
 
 
 @dataclass
@@ -136,8 +135,8 @@ def check_problem(problem: Problem, rng: np.random.Generator, dtype, mode: str =
 
     Raises
     ------
-    HandError
-        When the hand backward raises or returns gradients of the wrong shape.
+    UserError
+        When the hand backward raises or returns gradients of the wrong type or shape.
     """
     dtype = np.dtype(dtype)
     exact, numeric = tolerance("exact", dtype), tolerance("numeric", dtype)
@@ -168,7 +167,7 @@ def check_problem(problem: Problem, rng: np.random.Generator, dtype, mode: str =
     for i, name in enumerate(names):
         gname = problem.gradient_names[name]
         expected = np.asarray(auto[i], dtype=np.float64)
-        got = _gradient(hand_grads, gname, problem.arrays[name], expected)
+        got = _gradient(hand_grads, gname, problem.arrays[name], expected, problem.name)
         tol_exact, tol_numeric = _widened(exact, noise[i]), _widened(numeric, noise[i])
         vs_autograd = compare(got, expected, tol_exact, "autograd")
         if not vs_autograd.passed and dtype != np.float64 and problem.perturbed:
@@ -328,23 +327,23 @@ def _widened(tol, noise: float):
     return tol if noise == 0 else type(tol)(atol=tol.atol + 10 * noise, rtol=tol.rtol)
 
 
-def _gradient(hand_grads: dict, gname: str, like: np.ndarray, expected=None) -> np.ndarray:
+def _gradient(hand_grads: dict, gname: str, like: np.ndarray, expected=None, function: str = "") -> np.ndarray:
     """The hand gradient ``gname``, checked to be a real array shaped like its input."""
     if gname not in hand_grads:
-        raise HandError(f"no gradient {gname} was returned")
+        raise UserError(f"{function}: no gradient {gname} was returned")
     value = hand_grads[gname]
     if value is None:
-        raise HandError(f"{gname} is None: not computed yet?")
+        raise UserError(f"{function}: {gname} is None: not computed yet?")
     try:
         got = np.asarray(value)
     except Exception as exc:  # noqa: BLE001  (any conversion failure is the user's type error)
-        raise HandError(f"{gname} is a {type(value).__name__}, not an array: {exc}") from None
+        raise UserError(f"{function}: {gname} is a {type(value).__name__}, not an array: {exc}") from None
     if not (np.issubdtype(got.dtype, np.floating) or np.issubdtype(got.dtype, np.integer)):
-        raise HandError(f"{gname} has dtype {got.dtype}; expected a floating-point array")
+        raise UserError(f"{function}: {gname} has dtype {got.dtype}; expected a floating-point array")
     shape = np.shape(like)
     if got.shape != shape:
         hint = shape_note(got, shape, expected) or _shape_hint(got.shape, shape)
-        raise HandError(f"{gname} has shape {got.shape}; expected {shape}, the shape of "
+        raise UserError(f"{function}: {gname} has shape {got.shape}; expected {shape}, the shape of "
                         f"{gname[1:] if gname.startswith('d') else gname}{hint}")
     return got
 

@@ -21,11 +21,11 @@ import numpy as np
 from ..gradcheck import compare, numeric_vjp, random_upstream, tolerance
 from ..twins import REGISTRY, SCALES, LayerSpec
 from . import calling, conv_hints, stateful
-from .calling import Caller, Stub, UserError
+from .calling import Caller, UserError, stub
 from .remote import Planned
 from .diagnosis import diagnose
-from .engine import HandError, Problem, check_problem, fingerprint, ulp
-from .results import Collector, Outcome, Record, function_record
+from .engine import Problem, check_problem, fingerprint, ulp
+from .results import Collector, Outcome, Record, failure_record, function_record
 
 # float32 keeps 7 digits: at scales 0.1 and 10 a batch-normalized layer's input
 # varies by less than float32 resolves next to its offset, and an honest float32
@@ -102,19 +102,9 @@ def check_function(fn: Function, caller: Caller, settings) -> list[Record]:
                 shapes = _forward_case(fn, caller, settings, case, collector)
             else:
                 shapes = _gradient_case(fn, caller, settings, case, collector)
-    except Stub as stub:
-        return [function_record(fn.name, "missing", str(stub), settings)]
-    except _CaseError as err:
-        return [function_record(fn.name, "error", err.message, settings, case=case, shapes=err.shapes)]
     except UserError as err:
-        return [function_record(fn.name, "error", err.message, settings, case=case, shapes=shapes)]
+        return [failure_record(fn.name, err, settings, case, shapes)]
     return collector.records(lambda f, g, outcome: diagnose(f, g, outcome, settings))
-
-
-class _CaseError(Exception):
-    def __init__(self, message: str, shapes: dict):
-        super().__init__(message)
-        self.message, self.shapes = message, shapes
 
 
 def plan(fn: Function, settings) -> list:
@@ -192,7 +182,8 @@ def _forward_case(fn, caller, settings, case, collector) -> dict:
         if "running_averages" in spec.diagnoses:
             stateful.batchnorm_state_case(caller, settings, case, inputs, shapes, collector)
     except UserError as err:
-        raise _CaseError(err.message, shapes) from None
+        err.shapes = err.shapes or shapes  # the case it happened in, for the reproducer
+        raise
     return shapes
 
 
@@ -209,10 +200,9 @@ def _gradient_case(fn, caller, settings, case, collector) -> dict:
             twin_out, outcomes = check_problem(problem, rng, settings.np_dtype, settings.mode, dout=dout,
                                                fast_threshold=settings.fast_threshold,
                                                directions=settings.directions)
-        except HandError as err:
-            raise _CaseError(f"{fn.name}: {err}", shapes) from None
         except UserError as err:
-            raise _CaseError(err.message, shapes) from None
+            err.shapes = err.shapes or shapes
+            raise
         statuses = {o.status for o in outcomes}
         if "kink" not in statuses or "fail" in statuses or attempt == settings.redraws:
             break
@@ -248,7 +238,7 @@ def _problem(fn, caller, inputs, settings) -> tuple[Problem, object, object]:
     if spec.is_loss:
         value, dx = calling.pair(fn.name, result, "(loss, dx)")
         if dx is None:
-            raise Stub(f"{fn.name} returned dx = None: the gradient is not implemented yet?")
+            raise stub(f"{fn.name} returned dx = None: the gradient is not implemented yet?")
 
         def hand(dout):
             return {"dx": np.asarray(calling.array(fn.name, "dx", dx, inputs["x"].shape)) * dout}
@@ -278,7 +268,7 @@ def _problem(fn, caller, inputs, settings) -> tuple[Problem, object, object]:
     # Dropout's twin is built from the module's own mask: never shared with another submission.
     key = None if "dropout_mask" in spec.diagnoses else fingerprint(spec.name, *_static_values(spec.static(inputs64)))
     problem = Problem(arrays, twin, hand, dict(zip(spec.wrt, spec.gradient_names)), kinks, perturbed=perturbed,
-                      key=key)
+                      key=key, name=fn.name)
     return problem, value, own_forward
 
 
@@ -367,7 +357,7 @@ def _own_forward_hint(fn, outcome, own_forward, problem, dout, value, twin_out, 
     dout64 = np.asarray(dout, dtype=np.float64)
     try:
         (grad,), _ = numeric_vjp(lambda: (float(np.sum(own_forward(*arrays) * dout64)), None), [arrays[target]], 1e-5)
-    except (UserError, Stub):
+    except UserError:
         return []
     got = np.asarray(outcome.arrays["got"], dtype=np.float64)
     if compare(got, grad, tolerance("numeric", settings.np_dtype), "numeric").passed:

@@ -21,8 +21,8 @@ from ..gradcheck import compare, tolerance
 from . import calling
 from .calling import Caller, UserError
 from .diagnosis import diagnose
-from .engine import HandError, Problem, check_problem, fingerprint, ulp
-from .results import Collector, Outcome, Record, function_record
+from .engine import Problem, check_problem, fingerprint, ulp
+from .results import Collector, Outcome, Record, failure_record, function_record
 
 FUNCTION = "FullyConnectedNet.loss"
 SWEEP = [(normalization, dropout) for normalization in (None, "batchnorm", "layernorm") for dropout in (0.0, 0.25)]
@@ -243,7 +243,7 @@ def net_problem(arch: Architecture, net: Net, X, y) -> tuple[Problem, float]:
 
     key = fingerprint(FUNCTION, str(arch), sorted(settings.items()), X64, np.asarray(y))
     problem = Problem(dict(net.params), twin, hand, {n: n for n in names}, traced=traced,
-                      perturbed=perturbed, key=key)
+                      perturbed=perturbed, key=key, name=FUNCTION)
     return problem, loss
 
 
@@ -278,11 +278,8 @@ def check_architectures(architectures, settings, builder: Builder | None = None,
                 _network_case(key, arch_or_draw, case, builder, settings, collector, exact)
                 if progress:
                     progress()
-    except calling.Stub as stub:
-        return [function_record(FUNCTION, "missing", str(stub), settings)]
-    except (UserError, HandError) as err:
-        message = err.message if isinstance(err, UserError) else f"FullyConnectedNet.loss: {err}"
-        return [function_record(FUNCTION, "error", message, settings, case=case, shapes={})]
+    except UserError as err:
+        return [failure_record(FUNCTION, err, settings, case, {})]
     return collector.records(lambda f, g, outcome: diagnose(f, g, outcome, settings))
 
 
@@ -314,13 +311,13 @@ def _network_case(key, arch_or_draw, case, builder, settings, collector, exact) 
         try:
             net, X, y = builder(arch, rng, settings.np_dtype)
         except UserError as err:
-            raise UserError(f"{err.message} (architecture {arch})") from None
+            raise UserError(f"{err.message} (architecture {arch})", err.status) from None
         if arch.normalization and not well_conditioned(arch, net, X) and attempt < settings.redraws:
             continue
         try:
             problem, loss = net_problem(arch, net, X, y)
         except UserError as err:
-            raise UserError(f"{err.message} (architecture {arch})") from None
+            raise UserError(f"{err.message} (architecture {arch})", err.status) from None
         twin_out, outcomes = check_problem(problem, rng, settings.np_dtype, settings.mode, dout=1.0,
                                            fast_threshold=settings.fast_threshold, directions=settings.directions)
         statuses = {o.status for o in outcomes}

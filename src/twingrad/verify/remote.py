@@ -21,7 +21,7 @@ import weakref
 import numpy as np
 
 from . import wire
-from .calling import Stub, UserError, describe_error
+from .calling import UserError, describe_error, stub
 
 class RunnerLost(Exception):
     """The runner timed out, died, or broke the protocol; every later call fails the same way."""
@@ -306,7 +306,7 @@ class RemoteCaller:
             if not isinstance(error, dict):
                 raise self._lose("sent malformed data (an answer without a result)")
             if error.get("not_implemented"):
-                raise Stub(f"{name} raises NotImplementedError: not implemented yet")
+                raise stub(f"{name} raises NotImplementedError: not implemented yet")
             raise UserError(describe_error(name, error, self.memory_limit_mb))
         try:
             value = self._decode(header.get("value"), out, (request_id,))

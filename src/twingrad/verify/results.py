@@ -109,6 +109,13 @@ def function_record(function: str, status: str, message: str, settings, *, case:
     return record
 
 
+def failure_record(function: str, err, settings, case: int | None = None, shapes: dict | None = None) -> Record:
+    """The record of a function whose check a :class:`~.calling.UserError` stopped: missing, or an error in a case."""
+    if err.status == "missing":
+        return function_record(function, "missing", err.message, settings)
+    return function_record(function, "error", err.message, settings, case=case, shapes=err.shapes or shapes)
+
+
 class Collector:
     """Merges the per-case outcomes of one function into records, quantity by quantity, in first-seen order."""
 

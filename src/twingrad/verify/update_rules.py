@@ -19,9 +19,9 @@ import numpy as np
 from .. import optim
 from ..gradcheck import Comparison, Tolerance, compare, tolerance
 from . import calling
-from .calling import Stub, UserError
+from .calling import UserError
 from .diagnosis import diagnose
-from .results import Collector, Outcome, Record, function_record
+from .results import Collector, Outcome, Record, failure_record, function_record
 
 RULES = ("sgd", "sgd_momentum", "rmsprop", "adam")
 STATE = {"sgd": (), "sgd_momentum": ("velocity",), "rmsprop": ("cache",), "adam": ("m", "v", "t")}
@@ -83,10 +83,8 @@ def check_update_rule(name: str, caller, settings) -> list[Record]:
         _defaults_case(name, caller, settings, collector)
         if name in PUBLISHED:
             _published_case(name, caller, settings, collector)
-    except Stub as stub:
-        return [function_record(name, "missing", str(stub), settings)]
     except UserError as err:
-        return [function_record(name, "error", err.message, settings, case=case, shapes={})]
+        return [failure_record(name, err, settings, case, {})]
     return collector.records(lambda f, g, outcome: diagnose(f, g, outcome, settings))
 
 
