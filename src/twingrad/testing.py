@@ -225,7 +225,7 @@ def check_module(module, functions: str | Sequence[str] | None = None, *, seed: 
     """
     __tracebackhide__ = True
     from .verify.checking import add_dependency_notes
-    from .verify.checking import check_module as check
+    from .verify.checking import check_all as check
     from .verify.settings import Settings
 
     if isinstance(functions, str):

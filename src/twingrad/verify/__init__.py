@@ -40,7 +40,7 @@ import time
 from .. import grades
 from . import report
 from .calling import Caller
-from .checking import add_dependency_notes, check_module, function_names
+from .checking import add_dependency_notes, check_all, function_names
 from .functions import reference_module
 from .settings import MODES, Settings
 from .submissions import Submission
@@ -179,7 +179,7 @@ def run(args: argparse.Namespace) -> int:
         itself = Submission(f"FullyConnectedNet {arch}", None, records=network.check_network(arch, settings))
     else:
         itself = Submission("twingrad", None,
-                            records=check_module(Caller(reference_module()), settings, network_sweep=True))
+                            records=check_all(Caller(reference_module()), settings, network_sweep=True))
     return _finish(args, settings, itself, time.perf_counter() - start)
 
 

@@ -52,7 +52,7 @@ def check_one(name: str, caller, settings, *, network_sweep: bool = False) -> li
     return check_function(FUNCTIONS[name], caller, settings)
 
 
-def check_module(caller: Caller, settings, *, network_sweep: bool = False) -> list[Record]:
+def check_all(caller: Caller, settings, *, network_sweep: bool = False) -> list[Record]:
     """Check every selected CS231n function that ``caller``'s module defines (absent ones: 'missing').
 
     ``network_sweep`` checks twingrad's own FullyConnectedNet over the default
