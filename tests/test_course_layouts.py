@@ -155,3 +155,14 @@ def test_a_zip_that_points_outside_itself_is_refused(tmp_path):
     doc = json.loads(out)
     assert doc["status"] == "import_error" and "points outside the archive" in doc["import_error"]
     assert not (tmp_path.parent / "escaped.py").exists()
+
+
+@pytest.mark.parametrize("name, content, message", [
+    ("broken.zip", b"PK\x03\x04 not really", "not a readable zip archive"),
+    ("notes.txt", b"hello", "not a .py file, a .zip or a folder"),
+])
+def test_a_path_that_is_no_submission_is_one_line_and_exit_2(tmp_path, name, content, message):
+    path = tmp_path / name
+    path.write_bytes(content)
+    code, out, err = _verify("--impl", str(path))
+    assert code == 2 and message in err and "Traceback" not in out + err

@@ -76,6 +76,8 @@ def discover(paths: list[str], workdir: str) -> list[Submission]:
             found += _folder(path)
         elif os.path.isfile(path) and (path.endswith(".py") or zipfile.is_zipfile(path)):
             found.append(Submission(printable(path), path))
+        elif path.lower().endswith(".zip") and os.path.isfile(path):
+            raise SubmissionError(f"--impl {printable(path)}: not a readable zip archive")
         elif os.path.exists(path):
             raise SubmissionError(f"--impl {printable(path)}: not a .py file, a .zip or a folder")
         else:
