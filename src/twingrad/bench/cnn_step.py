@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from .frameworks import torch_step_and_result
 from .step import _as_numpy, agreement
 from .timing import Candidate, interleaved
 
@@ -128,15 +129,7 @@ def torch_step(model, X, y, threads=None):
         h = torch.relu(torch.addmm(t["b2"], h.reshape(h.shape[0], -1), t["W2"]))
         return tF.cross_entropy(torch.addmm(t["b3"], h, t["W3"]), yt)
 
-    def step():
-        return torch.autograd.grad(loss_fn(), [t[k] for k in names])
-
-    def result():
-        loss = loss_fn()
-        grads = torch.autograd.grad(loss, [t[k] for k in names])
-        return float(loss.detach()), {k: g.numpy() for k, g in zip(names, grads)}
-
-    return step, result
+    return torch_step_and_result(torch, loss_fn, t, names)
 
 
 def jax_step(model, X, y):

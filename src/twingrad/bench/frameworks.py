@@ -77,6 +77,13 @@ def torch_net_step(params: dict, X: np.ndarray, y: np.ndarray, *, normalization=
             loss = loss + 0.5 * reg * sum((p[f"W{i}"] ** 2).sum() for i in range(1, num_layers + 1))
         return loss
 
+    return torch_step_and_result(torch, loss_fn, tensors, names)
+
+
+def torch_step_and_result(torch, loss_fn: Callable, tensors: dict, names: list) -> tuple[Callable, Callable]:
+    """``step()``: the gradients of ``loss_fn()`` in ``tensors[names]``; ``result()``: the loss and those
+    gradients as numpy, to compare with the hand step."""
+
     def step():
         return torch.autograd.grad(loss_fn(), [tensors[k] for k in names])
 
