@@ -107,6 +107,8 @@ def test_the_docs_describe_every_field_of_a_check():
     (["--budget", "-1"], "--budget must be > 0"),
     (["--memory-limit", "10"], "--memory-limit must be 0 (no limit) or at least 256 MB"),
     (["--seed", "-3"], "--seed must be >= 0"),
+    (["--seed", "99999999999"], "--seed must be >= 0 and <= 4294967295, got 99999999999"),
+    (["--only", ",,,"], "--only was given no function name"),
     (["--sandbox", "docker"], "invalid choice: 'docker'"),
     (["--net", "0-0-0"], "layer sizes must be >= 1 and the class count >= 2, got '0-0-0'"),
     (["--net", "5-3-2,dropout=1.5"], "dropout must be a drop probability in [0, 1), got '1.5'"),

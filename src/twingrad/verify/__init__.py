@@ -62,8 +62,9 @@ def _positive(kind, name: str, low: float, high: float | None = None, inclusive_
                                              f"got {text!r}") from None
         below = value < low if inclusive_low else value <= low
         if below or (high is not None and value > high) or value != value:
-            bound = f">= {low:g}" if inclusive_low else f"> {low:g}"
-            allowed = bound + (f" and <= {high:g}" if high is not None else "")
+            show = str if kind is int else "{:g}".format  # 4294967295, not 4.29497e+09
+            bound = f">= {show(low)}" if inclusive_low else f"> {show(low)}"
+            allowed = bound + (f" and <= {show(high)}" if high is not None else "")
             raise argparse.ArgumentTypeError(f"{name} must be {allowed}, got {text}")
         return value
 
@@ -133,6 +134,10 @@ def _only(args) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     """Run ``twingrad verify``; returns the exit code (0 pass, 1 fail or error, 2 unusable input)."""
     known = function_names()
+    if args.only is not None and not _only(args):
+        print(f"twingrad verify: --only was given no function name (got {' '.join(args.only)!r}); choose from: "
+              f"{', '.join(known)}", file=sys.stderr)
+        return 2
     unknown = [name for name in _only(args) if name not in known]
     if unknown:
         print(f"twingrad verify: unknown function {unknown[0]!r} for --only; choose from: {', '.join(known)}",
