@@ -42,7 +42,7 @@ def adam(w, dw, config=None):
     config.setdefault("epsilon", 1e-8)
     config.setdefault("m", np.zeros_like(w))
     config.setdefault("v", np.zeros_like(w))
-    config.setdefault("t", 0)
+    config.setdefault("t", 1)  # the 2017 starter counts from 1
     config["t"] += 1
     config["m"] = config["beta1"] * config["m"] + (1 - config["beta1"]) * dw
     config["v"] = config["beta2"] * config["v"] + (1 - config["beta2"]) * dw ** 2
