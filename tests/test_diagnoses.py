@@ -177,3 +177,13 @@ def test_a_students_three_layer_convnet_is_checked_three_ways(tmp_path):
     doc = json.loads(_verify("--impl", str(broken), "--json", "-k", "3", "--only", "ThreeLayerConvNet.loss",
                              "--sandbox", "none")[1])
     assert {c["gradient"]: c["status"] for c in doc["checks"]}["W"] == "fail"
+
+
+def test_an_empty_slice_at_pad_zero_is_named(tmp_path):
+    path = tmp_path / "conv.py"
+    path.write_text(CONV.replace("    dx = dx_pad[:, :, pad:pad + x.shape[2], pad:pad + x.shape[3]]\n",
+                                 "    dx = dx_pad[:, :, pad:-pad, pad:-pad]\n"))
+    code, out, _ = _verify("--impl", str(path), "--json", "-k", "5", "--only", "conv_forward_naive,conv_backward_naive",
+                           "--sandbox", "none")
+    message = next(c["message"] for c in json.loads(out)["checks"] if c["status"] == "error")
+    assert "an empty slice" in message and "pad = 0" in message

@@ -349,6 +349,8 @@ def _gradient(hand_grads: dict, gname: str, like: np.ndarray, expected=None, fun
 
 
 def _shape_hint(got: tuple, expected: tuple) -> str:
+    if len(got) == len(expected) and any(g == 0 < e for g, e in zip(got, expected)):
+        return " (an empty slice: x[p:-p] is empty when p = 0, as with pad = 0; slice x[p:p + H])"
     if len(got) == 2 and got == tuple(reversed(expected)):
         return " (transposed?)"
     if int(np.prod(got)) == int(np.prod(expected)):
