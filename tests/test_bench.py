@@ -86,10 +86,10 @@ def test_frameworks_agree_with_the_hand_step_when_installed(name):
     module, _ = frameworks.load(name)
     if module is None:
         pytest.skip(f"{name} not installed (the bench extra)")
-    from twingrad.bench.step import NetConfig, agreement, build_candidates, make_problem
+    from twingrad.bench.step import NetConfig, agreement, build_candidates, make_workload
 
     cfg = NetConfig(batch=6, input_dim=8, hidden=4, depth=2, classes=3, normalization="batchnorm")
-    model, X, y = make_problem(cfg)
+    model, X, y = make_workload(cfg)
     candidates = build_candidates(cfg, model, X, y, **{name: module}, threads=1)
     label = "pytorch eager" if name == "torch" else "jax jit"
     assert agreement(candidates)[label]["max_grad_rel_diff"] < 1e-3

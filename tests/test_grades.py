@@ -399,7 +399,7 @@ def test_a_good_rubric_reads_as_written(classroom):
 
 
 def test_the_documented_rubric_reads_with_twingrad_s_function_names(tmp_path):
-    from twingrad.verify.checking import function_names
+    from twingrad.verify.functions import function_names
 
     text = (Path(__file__).parent.parent / "docs" / "grading.md").read_text()
     (tmp_path / "rubric.toml").write_text(text.split("```toml\n")[1].split("```")[0])

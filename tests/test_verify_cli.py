@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from twingrad.cli import main
-from twingrad.verify.checking import function_names
+from twingrad.verify.functions import function_names
 from twingrad.verify.schema import SCHEMA
 
 

@@ -16,17 +16,17 @@ from twingrad.gradcheck import Tolerance, compare, compare_projection, tolerance
 from twingrad.twins import REGISTRY
 from twingrad.verify import hints
 from twingrad.verify.calling import Caller
-from twingrad.verify.checking import add_dependency_notes
-from twingrad.verify.engine import Problem, _projections, check_problem
+from twingrad.verify.functions import add_dependency_notes
+from twingrad.verify.engine import Case, _projections, check_case
 from twingrad.verify.functions import FUNCTIONS, check_function, reference_module
-from twingrad.verify.loading import ImportProblem, load, python2_evidence
+from twingrad.verify.calling import UserError, load, python2_evidence
 from twingrad.verify.results import Record
 from twingrad.verify.settings import Settings
 
 GOOD = Path(__file__).parent / "verify_fixtures" / "good_layers.py"
 
 
-def _affine_problem(shape=(6, 50), outputs=40, hand_scale=None, seed=0):
+def _affine_case(shape=(6, 50), outputs=40, hand_scale=None, seed=0):
     spec = REGISTRY["affine"]
     rng = np.random.default_rng(seed)
     inputs = spec.sample(rng, shape, 1.0, np.float64)
@@ -40,7 +40,7 @@ def _affine_problem(shape=(6, 50), outputs=40, hand_scale=None, seed=0):
             dw = hand_scale(dw.copy())
         return {"dx": dx, "dw": dw, "db": db}
 
-    return Problem({k: inputs[k] for k in spec.wrt}, spec.twin, hand, {"x": "dx", "w": "dw", "b": "db"})
+    return Case({k: inputs[k] for k in spec.wrt}, spec.twin, hand, {"x": "dx", "w": "dw", "b": "db"})
 
 
 @pytest.mark.parametrize("mode", ["full", "fast"])
@@ -49,7 +49,7 @@ def test_a_gradient_wrong_by_a_twentieth_of_a_percent_in_one_element_fails(mode)
         dw[3, 7] *= 1.0005
         return dw
 
-    _, outcomes = check_problem(_affine_problem(hand_scale=off), np.random.default_rng(1), np.float64, mode)
+    _, outcomes = check_case(_affine_case(hand_scale=off), np.random.default_rng(1), np.float64, mode)
     statuses = {o.gradient: o.status for o in outcomes}
     assert statuses == {"dx": "pass", "dw": "fail", "db": "pass"}
     dw = next(o for o in outcomes if o.gradient == "dw")
@@ -57,7 +57,7 @@ def test_a_gradient_wrong_by_a_twentieth_of_a_percent_in_one_element_fails(mode)
 
 
 def test_fast_mode_projects_and_falls_back_to_the_full_comparison_on_failure():
-    _, outcomes = check_problem(_affine_problem(hand_scale=lambda dw: dw * 1.001), np.random.default_rng(1),
+    _, outcomes = check_case(_affine_case(hand_scale=lambda dw: dw * 1.001), np.random.default_rng(1),
                                 np.float64, "fast")
     dw = next(o for o in outcomes if o.gradient == "dw")
     assert dw.fell_back and not dw.vs_numeric.passed and "numeric" in dw.arrays
@@ -97,10 +97,10 @@ def test_fast_mode_at_relu_kinks_reports_kink_or_pass_never_fail():
     x = rng.normal(size=(60, 60))
     x[rng.random(x.shape) < 0.05] = 3e-6  # within reach of the step
     _, cache = layers.relu_forward(x)
-    problem = Problem({"x": x}, spec.twin, lambda dout: {"dx": layers.relu_backward(dout, cache)}, {"x": "dx"},
+    case = Case({"x": x}, spec.twin, lambda dout: {"dx": layers.relu_backward(dout, cache)}, {"x": "dx"},
                       kinks=lambda x: x)
     for mode in ("full", "fast"):
-        _, (outcome,) = check_problem(problem, np.random.default_rng(1), np.float64, mode)
+        _, (outcome,) = check_case(case, np.random.default_rng(1), np.float64, mode)
         assert outcome.status in ("pass", "kink") and outcome.vs_autograd.passed
 
 
@@ -264,9 +264,10 @@ def test_loading_writes_no_bytecode_and_explains_failures(tmp_path):
     assert callable(module.affine_forward) and os.listdir(tmp_path) == ["student.py"]
     broken = tmp_path / "broken.py"
     broken.write_text("import numpy as np\n\nx = 1 / 0\n")
-    with pytest.raises(ImportProblem, match=r"ZeroDivisionError at line 3.*Nothing was checked"):
+    with pytest.raises(UserError, match=r"ZeroDivisionError at line 3.*Nothing was checked") as failure:
         load(str(broken))
-    with pytest.raises(ImportProblem, match="no such file"):
+    assert failure.value.status == "import_error"
+    with pytest.raises(UserError, match="no such file"):
         load(str(tmp_path / "absent.py"))
 
 
@@ -369,8 +370,8 @@ def test_fast_fallback_on_a_large_input_differences_a_sample_and_names_the_worst
 
     arch = network.parse_architecture("300-80-10,batch=8")
     model, X, y = network.Builder()(arch, np.random.default_rng(0), np.float64)
-    problem, _ = network.net_problem(arch, model, X, y)
-    hand = problem.hand
+    case, _ = network.net_case(arch, model, X, y)
+    hand = case.hand
 
     def broken(dout):
         grads = hand(dout)
@@ -378,8 +379,8 @@ def test_fast_fallback_on_a_large_input_differences_a_sample_and_names_the_worst
         grads["W1"][17, 3] += 1.0  # one element of 24 000
         return grads
 
-    problem.hand = broken
-    _, outcomes = check_problem(problem, np.random.default_rng(1), np.float64, "fast")
+    case.hand = broken
+    _, outcomes = check_case(case, np.random.default_rng(1), np.float64, "fast")
     w1 = next(o for o in outcomes if o.gradient == "W1")
     assert w1.status == "fail" and w1.vs_autograd.worst_index == (17, 3)
     assert w1.fell_back and w1.vs_numeric.worst_index == (17, 3) and "numeric" not in w1.arrays

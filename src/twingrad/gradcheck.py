@@ -348,10 +348,10 @@ def check_layer(spec: LayerSpec, inputs: dict, rng: np.random.Generator, module=
     -------
     LayerCheck
         Forward (hand vs twin) and, per gradient, hand vs autograd and hand vs numeric:
-        the comparisons of :func:`twingrad.verify.engine.check_problem`, which
+        the comparisons of :func:`twingrad.verify.engine.check_case`, which
         ``twingrad verify`` runs too.
     """
-    from .verify.engine import Problem, check_problem  # the one engine (verify builds on this module)
+    from .verify.engine import Case, check_case  # the one engine (verify builds on this module)
 
     dtype = np.asarray(inputs[spec.wrt[0]]).dtype
     for name in spec.wrt:
@@ -366,9 +366,9 @@ def check_layer(spec: LayerSpec, inputs: dict, rng: np.random.Generator, module=
         def kinks(*arrays):
             return spec.kinks({**inputs, **dict(zip(spec.wrt, arrays))})
 
-    problem = Problem({name: inputs[name] for name in spec.wrt}, spec.twin_function(inputs), lambda _: hand_grads,
+    case = Case({name: inputs[name] for name in spec.wrt}, spec.twin_function(inputs), lambda _: hand_grads,
                       dict(zip(spec.wrt, spec.gradient_names)), kinks, name=spec.backward or spec.forward)
-    _, outcomes = check_problem(problem, rng, dtype, "full", h=h, dout=dout)
+    _, outcomes = check_case(case, rng, dtype, "full", h=h, dout=dout)
     shapes = {name: tuple(np.shape(inputs[name])) for name in spec.wrt}
     forward = compare(hand_out, np.asarray(twin_out, np.float64), tolerance("exact", dtype), "twin")
     return LayerCheck(spec.name, shapes, forward, list(outcomes))

@@ -46,7 +46,7 @@ def spatial_batchnorm_forward(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray
     Returns
     -------
     out : ndarray, shape (N, C, H, W)
-    cache : NormCache of the (N*H*W, C) problem, or None in test mode
+    cache : NormCache of the batch norm of the (N*H*W, C) matrix, or None in test mode
 
     Notes
     -----

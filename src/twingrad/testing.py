@@ -43,7 +43,7 @@ from ._reproducer import snippet
 from .gradcheck import compare, numeric_vjp, random_upstream, tolerance
 from .verify.calling import Caller, UserError, gradients
 from .verify.diagnosis import diagnose
-from .verify.engine import Problem, check_problem, ulp
+from .verify.engine import Case, check_case, ulp
 from .verify.results import Outcome, Record
 
 __all__ = ["assert_layer_matches", "assert_gradients", "check_module"]
@@ -125,14 +125,14 @@ def assert_layer_matches(forward: Callable, backward: Callable | None = None, tw
     caller = Caller(None)
     rng = np.random.default_rng(seed)
     try:
-        problem, out = _problem(forward, backward, twin, inputs, wrt, kinks, caller, name)
+        checked, out = _hand_case(forward, backward, twin, inputs, wrt, kinks, caller, name)
         if twin is None:
-            outcomes = _numeric_only(problem, out, forward, backward, inputs, wrt, rng, dout, dtype)
+            outcomes = _numeric_only(checked, out, forward, backward, inputs, wrt, rng, dout, dtype)
         else:
-            _, checked = check_problem(problem, rng, dtype, mode, dout=dout)
+            _, outcomes = check_case(checked, rng, dtype, mode, dout=dout)
             outcomes = [(o.gradient, Outcome(o.status, o.comparisons, 0, shapes, o.mode,
                                              details={**o.arrays, "context": _context(inputs, wrt)}))
-                        for o in checked]
+                        for o in outcomes]
     except UserError as err:
         message = str(err) if str(err).startswith(name) else f"{name}: {err}"
         raise _failure(name, message, reproducer()) from None
@@ -148,7 +148,7 @@ def _context(inputs: dict, wrt: list) -> dict:
     return {"N": x.shape[0] if x.ndim > 1 else None, "D": int(np.prod(x.shape[1:])) if x.ndim > 1 else None}
 
 
-def _problem(forward, backward, twin, inputs, wrt, kinks, caller, name) -> tuple[Problem, object]:
+def _hand_case(forward, backward, twin, inputs, wrt, kinks, caller, name) -> tuple[Case, object]:
     args = lambda values: [copy.deepcopy(values[k]) for k in inputs]  # noqa: E731
     result = caller.invoke(name, forward, *args(inputs))
     if not isinstance(result, (tuple, list)) or len(result) != 2:
@@ -171,35 +171,35 @@ def _problem(forward, backward, twin, inputs, wrt, kinks, caller, name) -> tuple
     def perturbed(dout):
         rng = np.random.default_rng(0)
         moved = {**inputs, **{w: ulp(np.asarray(inputs[w]), rng) for w in wrt}}
-        return _problem(forward, backward, twin, moved, wrt, kinks, caller, name)[0].hand(dout)
+        return _hand_case(forward, backward, twin, moved, wrt, kinks, caller, name)[0].hand(dout)
 
-    problem = Problem({w: inputs[w] for w in wrt}, twin_of if twin else None, hand, dict(zip(wrt, names)),
+    checked = Case({w: inputs[w] for w in wrt}, twin_of if twin else None, hand, dict(zip(wrt, names)),
                       kinks_of if kinks else None, perturbed=perturbed, name=name)
-    return problem, out
+    return checked, out
 
 
-def _numeric_only(problem, out, forward, backward, inputs, wrt, rng, dout, dtype):
+def _numeric_only(checked, out, forward, backward, inputs, wrt, rng, dout, dtype):
     """Without a twin: the backward against central differences of ``forward`` itself."""
     out = np.asarray(out, dtype=np.float64)
     if dout is None:
         dout = 1.0 if backward is None else random_upstream(rng, out)
-    hand = problem.hand(np.asarray(dout, dtype=dtype) if np.ndim(dout) else dout)
+    hand = checked.hand(np.asarray(dout, dtype=dtype) if np.ndim(dout) else dout)
     arrays = {w: np.array(inputs[w], dtype=np.float64) for w in wrt}
     dout64 = np.asarray(dout, dtype=np.float64)
 
     def evaluate():
         values = [arrays.get(k, v) for k, v in inputs.items()]
         value = np.asarray(forward(*copy.deepcopy(values))[0], dtype=np.float64)
-        signs = np.sign(problem.kinks(*arrays.values())) if problem.kinks else None
+        signs = np.sign(checked.kinks(*arrays.values())) if checked.kinks else None
         return float(np.sum(value * dout64)), signs
 
     tol = tolerance("numeric", dtype)
     outcomes = []
-    for w, gname in problem.gradient_names.items():
+    for w, gname in checked.gradient_names.items():
         (num,), (kinked,) = numeric_vjp(evaluate, [arrays[w]], 1e-5)
         got = np.asarray(hand[gname])
         if got.shape != num.shape:
-            raise UserError(f"{problem.name}: {gname} has shape {got.shape}; expected {num.shape}, the shape of {w}")
+            raise UserError(f"{checked.name}: {gname} has shape {got.shape}; expected {num.shape}, the shape of {w}")
         comparison = compare(got, num, tol, "numeric", ignore=kinked if kinked.any() else None)
         status = "fail" if not comparison.passed else ("kink" if comparison.ignored else "pass")
         shapes = {k: tuple(np.shape(v)) for k, v in inputs.items() if isinstance(v, np.ndarray)}
@@ -224,21 +224,21 @@ def check_module(module, functions: str | Sequence[str] | None = None, *, seed: 
         As ``--seed``, ``-k``, ``--mode``, ``--dtype`` and ``--keep-prob``.
     """
     __tracebackhide__ = True
-    from .verify.checking import add_dependency_notes
-    from .verify.checking import check_all as check
+    from .verify.functions import add_dependency_notes
+    from .verify.functions import check_all as check
     from .verify.settings import Settings
 
     if isinstance(functions, str):
         functions = [functions]
     path = None
     if isinstance(module, (str, os.PathLike)):
-        from .verify.loading import ImportProblem, load
+        from .verify.calling import load
 
         path = os.fspath(module)
         try:
             module = load(path)
-        except ImportProblem as problem:
-            raise AssertionError(str(problem)) from None
+        except UserError as failure:
+            raise AssertionError(failure.message) from None
     path = path or getattr(module, "__file__", None)
     settings = Settings(seed=seed, cases=cases, mode=mode, dtype=dtype, keep_prob=keep_prob,
                         only=tuple(functions or ()), impl=path)

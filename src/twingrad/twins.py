@@ -72,7 +72,7 @@ class LayerSpec:
         paths through the statistics), "running_averages" (its forward keeps
         batch norm's running averages: checked), "dropout_mask" (a random mask:
         checked by its statistics, the backward against the mask the forward
-        drew), and the convolutional mistakes of :mod:`twingrad.verify.conv_hints`
+        drew), and the convolutional mistakes of :mod:`twingrad.verify.hints`
         ("conv", "max_pool", "spatial_batchnorm", "spatial_groupnorm").
     """
 

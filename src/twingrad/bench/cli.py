@@ -126,9 +126,9 @@ def _frameworks(args, threads: int, out) -> dict:
 def run(args: argparse.Namespace) -> int:
     out = sys.stdout if args.json != "-" else sys.stderr  # keep stdout clean for the JSON
     say = lambda *a: print(*a, file=out, flush=True)
-    problem = _check_outputs(args)
-    if problem:
-        print(f"twingrad bench: error: {problem}", file=sys.stderr)
+    error = _check_outputs(args)
+    if error:
+        print(f"twingrad bench: error: {error}", file=sys.stderr)
         return 2
     sections = _sections(args.sections)
     rounds = args.repeats or (4 if args.quick else 12)

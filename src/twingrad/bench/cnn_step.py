@@ -41,7 +41,7 @@ class CnnConfig:
                 f"{self.filters} {self.filter_size}x{self.filter_size} filters, hidden {self.hidden}, {self.dtype}")
 
 
-def make_problem(cfg: CnnConfig):
+def make_workload(cfg: CnnConfig):
     """``(model, X, y)``: a seeded net and a random batch."""
     from ..cnn import ThreeLayerConvNet
 
@@ -200,7 +200,7 @@ LIBRARY = {"pytorch": "torch", "jax": "jax"}
 def run_cnn_step(cfg: CnnConfig, repeats: int, *, torch=None, jax=None, threads: int = 1, naive: bool = True,
                  settle: float = 0.15) -> dict:
     """Time the step. Returns ``{'config', 'label', 'timings', 'agreement', 'split'}``."""
-    model, X, y = make_problem(cfg)
+    model, X, y = make_workload(cfg)
     fast = lambda: model.loss(X, y)
     candidates = {"hand (fast layers)": (fast, lambda: _as_numpy(fast())),
                   "autograd twin": twin_step(model, X, y)}

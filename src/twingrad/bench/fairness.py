@@ -23,7 +23,7 @@ import sys
 from dataclasses import asdict
 
 from . import frameworks, machine
-from .step import LIBRARY, WARM_SECONDS, NetConfig, build_candidates, make_problem, run_step
+from .step import LIBRARY, WARM_SECONDS, NetConfig, build_candidates, make_workload, run_step
 from .timing import Candidate, Timing, interleaved
 
 TOLERANCE = 0.20  #: in-harness median / alone median must lie within 1 +- this
@@ -55,7 +55,7 @@ def time_in_this_process(req: dict) -> Timing:
         jax, note = frameworks.load("jax")
         if jax is None:
             raise RuntimeError(note)
-    model, X, y = make_problem(cfg)
+    model, X, y = make_workload(cfg)
     candidates = build_candidates(cfg, model, X, y, torch=torch, jax=jax, threads=req["threads"],
                                   torch_default_threads=req["torch_default_threads"])
     if req["name"] not in candidates:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import gc
 import tracemalloc
 
-from .step import NetConfig, hand_step, make_problem, twin_step
+from .step import NetConfig, hand_step, make_workload, twin_step
 
 
 def peak_bytes(func) -> int:
@@ -32,7 +32,7 @@ def peak_bytes(func) -> int:
 
 def run_memory(cfg: NetConfig) -> dict:
     """Peak bytes of a step for the hand pass and the twin, with the sizes that explain them."""
-    model, X, y = make_problem(cfg)
+    model, X, y = make_workload(cfg)
     hand, _ = hand_step(model, X, y)
     twin, _ = twin_step(model, X, y)
     params = sum(p.nbytes for p in model.params.values())

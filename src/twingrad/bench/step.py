@@ -45,7 +45,7 @@ class NetConfig:
         return replace(self, **changes)
 
 
-def make_problem(cfg: NetConfig):
+def make_workload(cfg: NetConfig):
     """``(model, X, y)``: a seeded :class:`FullyConnectedNet` and a random batch for ``cfg``."""
     from ..fc_net import FullyConnectedNet
 
@@ -158,7 +158,7 @@ def run_step(cfg: NetConfig, repeats: int, *, torch=None, jax=None, threads: int
              check: bool = True, warm_seconds: float = WARM_SECONDS) -> dict:
     """Time one configuration. Returns ``{'config', 'timings', 'agreement'}``; timings are
     :class:`Timing` objects, keyed by implementation name."""
-    model, X, y = make_problem(cfg)
+    model, X, y = make_workload(cfg)
     candidates = build_candidates(cfg, model, X, y, torch=torch, jax=jax, threads=threads,
                                   torch_default_threads=torch_default_threads)
     agrees = agreement(candidates) if check else {}

@@ -4,8 +4,8 @@ network in fast (projection) mode, and full per-element mode.
 Full mode on 3072-[100]x5-10 takes central differences for each of its ~360k
 parameters: far too long to run here, so it is measured on a small network and
 estimated for the big one from the time of one loss evaluation. The check
-itself comes from :mod:`twingrad.verify` (``engine.check_problem`` on
-``network.net_problem``): the same engine ``twingrad verify`` runs.
+itself comes from :mod:`twingrad.verify` (``engine.check_case`` on
+``network.net_case``): the same engine ``twingrad verify`` runs.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import time
 
 import numpy as np
 
-from ..verify.engine import check_problem
-from ..verify.network import Builder, net_problem, parse_architecture
+from ..verify.engine import check_case
+from ..verify.network import Builder, net_case, parse_architecture
 
 #: evaluations of the loss per parameter in full mode: the five-point central difference
 EVALS_PER_ELEMENT = 4
@@ -27,21 +27,21 @@ def time_check(arch_text: str, mode: str, seed: int = 0) -> dict:
     rng = np.random.default_rng(seed)
     start = time.perf_counter()
     model, X, y = Builder()(arch, rng, np.float64)
-    problem = net_problem(arch, model, X, y)[0]
-    _, outcomes = check_problem(problem, rng, np.float64, mode=mode)
+    case = net_case(arch, model, X, y)[0]
+    _, outcomes = check_case(case, rng, np.float64, mode=mode)
     seconds = time.perf_counter() - start
     statuses = {o.status for o in outcomes}
     return {"status": "fail" if "fail" in statuses else "pass", "seconds": seconds,
-            "elements": int(sum(np.size(a) for a in problem.arrays.values())), "mode": mode}
+            "elements": int(sum(np.size(a) for a in case.arrays.values())), "mode": mode}
 
 
 def estimate_full(arch_text: str, seed: int = 0, evaluations: int = 5) -> dict:
     """Full mode's time on ``arch_text`` estimated as elements x evaluations per element x one loss evaluation."""
     arch = parse_architecture(arch_text)
     model, X, y = Builder()(arch, np.random.default_rng(seed), np.float64)
-    problem = net_problem(arch, model, X, y)[0]
-    arrays = [np.asarray(a, dtype=np.float64) for a in problem.arrays.values()]
-    evaluate = problem.traced or problem.twin
+    case = net_case(arch, model, X, y)[0]
+    arrays = [np.asarray(a, dtype=np.float64) for a in case.arrays.values()]
+    evaluate = case.traced or case.twin
     evaluate(*arrays)
     start = time.perf_counter()
     for _ in range(evaluations):

@@ -23,8 +23,8 @@ def results(book: Gradebook) -> dict:
               "status": "passed" if item.passed else "failed", "output": item.text,
               "visibility": item.visibility} for item in sub.items]
     extra = {"twingrad_version": book.version, "status": sub.status, "uses_twingrad": sub.uses_twingrad}
-    if sub.status == "internal_error" and sub.problem:
-        extra["internal_error"] = sub.problem  # for the staff: extra_data is stored, never shown to students
+    if sub.status == "internal_error" and sub.failure:
+        extra["internal_error"] = sub.failure  # for the staff: extra_data is stored, never shown to students
     return {
         "score": sub.points,
         "execution_time": round(sum(item.seconds for item in sub.items)),
@@ -40,8 +40,8 @@ def _summary(book: Gradebook, sub: SubmissionGrade) -> str:
     passed = sum(item.passed for item in sub.items)
     head = (f"twingrad {book.version} verify: {sub.status}; {passed} of {len(sub.items)} graded items pass; "
             f"{points_text(sub.points)} of {points_text(sub.max_points)} points.")
-    if sub.status == "import_error" and sub.problem:
-        return f"{head}\n\n{sub.problem}"
+    if sub.status == "import_error" and sub.failure:
+        return f"{head}\n\n{sub.failure}"
     if sub.status == "internal_error":
         return (f"{head}\n\ntwingrad failed while judging this submission (a bug in twingrad, not in your "
                 "code); please tell the course staff.")

@@ -49,7 +49,7 @@ class SubmissionGrade:
     points: float
     max_points: float
     items: list[ItemGrade]
-    problem: str | None = None  #: the import error paragraph or the internal error's traceback
+    failure: str | None = None  #: the import error paragraph or the internal error's traceback
     uses_twingrad: bool = False  #: the submission imports twingrad (reported; the points do not change)
 
 
@@ -124,10 +124,10 @@ def _grade_submission(sub: dict, name: str, rubric: Rubric) -> SubmissionGrade:
             text=_text(item.key, found, relevant, sub, status),
             # a function's time counts once, on its first item
             seconds=float(timings.pop(item.function, 0.0) or 0.0)))
-    problem = sub.get("internal_error") if status == "internal_error" else sub.get("import_error")
+    failure = sub.get("internal_error") if status == "internal_error" else sub.get("import_error")
     return SubmissionGrade(name=name, path=sub.get("path"), status=status,
                            points=_round(sum(i.points for i in items)),
-                           max_points=_round(sum(i.max_points for i in items)), items=items, problem=problem,
+                           max_points=_round(sum(i.max_points for i in items)), items=items, failure=failure,
                            uses_twingrad=bool(sub.get("uses_twingrad")))
 
 

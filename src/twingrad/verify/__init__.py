@@ -15,7 +15,7 @@ remote          the judge's end of the channel: calling a submission
 sandbox         bubblewrap, or a process group with orphan reaping
 checking        the functions in order, and which module holds each
 functions       per CS231n function: samples, forward and backward checks
-engine          the three-way check of one problem, full or fast (projections)
+engine          the three-way check of one case, full or fast (projections)
 stateful        batch norm's running averages and test mode; dropout's statistics
 network         FullyConnectedNet: the default sweep, ``--net``, a student's class
 hints           pattern hints for a wrong gradient
@@ -40,8 +40,7 @@ import time
 from .. import grades
 from . import report
 from .calling import Caller
-from .checking import add_dependency_notes, check_all, function_names
-from .functions import reference_module
+from .functions import add_dependency_notes, check_all, function_names, reference_module
 from .settings import MODES, Settings
 from .submissions import Submission
 

@@ -18,7 +18,7 @@ from ..gradcheck import compare, tolerance
 from . import calling
 from .calling import UserError
 from .diagnosis import diagnose
-from .engine import Problem, check_problem, fingerprint
+from .engine import Case, check_case, fingerprint
 from .network import Net
 from .results import Collector, Outcome, Record, failure_record, function_record
 
@@ -59,10 +59,10 @@ def _case(caller, parameters, settings, case, collector) -> None:
         net.set_params(params)
         X = rng.normal(size=(int(rng.integers(2, 4)), *config["input_dim"])).astype(settings.np_dtype)
         y = rng.integers(0, config["num_classes"], size=X.shape[0])
-        problem, loss = _problem(net, X, y, config)
+        checked, loss = _hand_case(net, X, y, config)
         # every evaluation of the twin runs a convolution: 'auto' projects, as for a large network
         mode = "fast" if settings.mode == "auto" else settings.mode
-        twin_out, outcomes = check_problem(problem, rng, settings.np_dtype, mode, dout=1.0,
+        twin_out, outcomes = check_case(checked, rng, settings.np_dtype, mode, dout=1.0,
                                            fast_threshold=settings.fast_threshold, directions=settings.directions)
         if "kink" not in {o.status for o in outcomes} or attempt == settings.redraws:
             break
@@ -85,7 +85,7 @@ def _fresh(rng, name: str, shape: tuple, dtype) -> np.ndarray:
     return (0.3 * rng.normal(size=shape)).astype(dtype)
 
 
-def _problem(net: Net, X, y, config) -> tuple[Problem, object]:
+def _hand_case(net: Net, X, y, config) -> tuple[Case, object]:
     loss, grads = calling.pair(FUNCTION, net.loss(X, y), "(loss, grads)")
     if not isinstance(grads, dict):
         raise UserError(f"{FUNCTION} returned grads as {calling.describe_value(grads)}; expected a dict keyed "
@@ -108,4 +108,4 @@ def _problem(net: Net, X, y, config) -> tuple[Problem, object]:
         return {k: (None if g is None else np.asarray(g) * dout) for k, g in grads.items()}
 
     key = fingerprint(FUNCTION, sorted(settings.items()), X64, np.asarray(y))
-    return Problem(dict(net.params), twin, hand, {n: n for n in PARAMS}, kinks, key=key, name=FUNCTION), loss
+    return Case(dict(net.params), twin, hand, {n: n for n in PARAMS}, kinks, key=key, name=FUNCTION), loss

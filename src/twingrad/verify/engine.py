@@ -1,7 +1,7 @@
-"""The three-way gradient check of any differentiable problem, per element or by projection.
+"""The three-way gradient check of any differentiable case, per element or by projection.
 
-A :class:`Problem` is a hand-derived forward/backward (whose forward has
-already run) beside its pure autograd twin. :func:`check_problem` pulls one
+A :class:`Case` is a hand-derived forward/backward (whose forward has
+already run) beside its pure autograd twin. :func:`check_case` pulls one
 random upstream gradient ``v`` back through both and compares:
 
 - **hand vs autograd**, elementwise, always: one backward pass each, so
@@ -51,7 +51,7 @@ FULL_BUDGET = 5_000_000
 
 
 @dataclass
-class Problem:
+class Case:
     """A hand-derived pass and its twin, at one point.
 
     Attributes
@@ -107,21 +107,21 @@ class GradientOutcome(GradientCheck):
         return {"autograd": self.vs_autograd, "numeric": self.vs_numeric}
 
 
-def check_problem(problem: Problem, rng: np.random.Generator, dtype, mode: str = "auto", *,
+def check_case(case: Case, rng: np.random.Generator, dtype, mode: str = "auto", *,
                   fast_threshold: int = 2000, directions: int = 3, h: float | None = None,
                   dout=None) -> tuple[np.ndarray, list[GradientOutcome]]:
-    """Check every gradient of ``problem`` three ways.
+    """Check every gradient of ``case`` three ways.
 
     Parameters
     ----------
-    problem : Problem
+    case : Case
     rng : numpy.random.Generator
         Draws the upstream gradient and the fast mode's directions.
     dtype : dtype
         The dtype of the hand code: selects the tolerances.
     mode : {'auto', 'full', 'fast'}
         'auto' projects the inputs with more than ``fast_threshold`` elements, and every input of a
-        problem so large that differencing it element by element would be slow (:data:`FULL_BUDGET`).
+        case so large that differencing it element by element would be slow (:data:`FULL_BUDGET`).
     h : float, optional
         Finite-difference step (default: float64's, as differences run in float64).
     dout : array or float, optional
@@ -141,38 +141,38 @@ def check_problem(problem: Problem, rng: np.random.Generator, dtype, mode: str =
     dtype = np.dtype(dtype)
     exact, numeric = tolerance("exact", dtype), tolerance("numeric", dtype)
     h = STEPS[np.dtype(np.float64)] if h is None else h
-    names = list(problem.arrays)
-    arrays64 = [np.array(problem.arrays[n], dtype=np.float64) for n in names]
+    names = list(case.arrays)
+    arrays64 = [np.array(case.arrays[n], dtype=np.float64) for n in names]
     if dout is None:
-        dout = random_upstream(rng, np.asarray(problem.twin(*arrays64)))
+        dout = random_upstream(rng, np.asarray(case.twin(*arrays64)))
     # The hand code gets dout in its own dtype; the twin the same values, upcast.
     hand_dout = np.asarray(dout, dtype=dtype) if np.ndim(dout) else dtype.type(dout)
     dout64 = np.asarray(hand_dout, dtype=np.float64)
-    point = None if problem.key is None else (problem.key, fingerprint(*arrays64, dout64))
-    twin_out, auto = REFERENCES.get_or_compute((point, "vjp"), lambda: _twin_vjp(problem, arrays64, dout64))
-    hand_grads = problem.hand(hand_dout.copy() if np.ndim(hand_dout) else hand_dout)
+    point = None if case.key is None else (case.key, fingerprint(*arrays64, dout64))
+    twin_out, auto = REFERENCES.get_or_compute((point, "vjp"), lambda: _twin_vjp(case, arrays64, dout64))
+    hand_grads = case.hand(hand_dout.copy() if np.ndim(hand_dout) else hand_dout)
 
     def evaluate():
-        if problem.traced:
-            out, kinks = problem.traced(*arrays64)
+        if case.traced:
+            out, kinks = case.traced(*arrays64)
             return float(np.sum(out * dout64)), np.sign(kinks)
-        value = float(np.sum(problem.twin(*arrays64) * dout64))
-        signs = np.sign(problem.kinks(*arrays64)) if problem.kinks else None
+        value = float(np.sum(case.twin(*arrays64) * dout64))
+        signs = np.sign(case.kinks(*arrays64)) if case.kinks else None
         return value, signs
 
     total = sum(a.size for a in arrays64)
-    noise = _twin_noise(problem, names, auto, hand_dout, dtype)
+    noise = _twin_noise(case, names, auto, hand_dout, dtype)
     hand_noise = None
     outcomes = []
     for i, name in enumerate(names):
-        gname = problem.gradient_names[name]
+        gname = case.gradient_names[name]
         expected = np.asarray(auto[i], dtype=np.float64)
-        got = _gradient(hand_grads, gname, problem.arrays[name], expected, problem.name)
+        got = _gradient(hand_grads, gname, case.arrays[name], expected, case.name)
         tol_exact, tol_numeric = _widened(exact, noise[i]), _widened(numeric, noise[i])
         vs_autograd = compare(got, expected, tol_exact, "autograd")
-        if not vs_autograd.passed and dtype != np.float64 and problem.perturbed:
+        if not vs_autograd.passed and dtype != np.float64 and case.perturbed:
             if hand_noise is None:
-                hand_noise = _hand_noise(problem, hand_grads, hand_dout)
+                hand_noise = _hand_noise(case, hand_grads, hand_dout)
             if hand_noise.get(gname):
                 tol_exact = _widened(tol_exact, hand_noise[gname])
                 tol_numeric = _widened(tol_numeric, hand_noise[gname])
@@ -245,8 +245,8 @@ def fingerprint(*values) -> str:
     return digest.hexdigest()
 
 
-def _twin_vjp(problem: Problem, arrays64: list, dout64) -> tuple:
-    vjp, twin_out = make_vjp(problem.twin, tuple(range(len(arrays64))))(*arrays64)
+def _twin_vjp(case: Case, arrays64: list, dout64) -> tuple:
+    vjp, twin_out = make_vjp(case.twin, tuple(range(len(arrays64))))(*arrays64)
     return _frozen(np.asarray(twin_out)), tuple(_frozen(np.asarray(g)) for g in vjp(dout64))
 
 
@@ -283,7 +283,7 @@ def _numeric_sample(evaluate, x, got, expected, tol, rng, h: float, count: int =
                       tol, result.passed, result.ignored)
 
 
-def _twin_noise(problem: Problem, names, auto64, dout, dtype) -> list[float]:
+def _twin_noise(case: Case, names, auto64, dout, dtype) -> list[float]:
     """Per gradient, how far the twin itself lands from float64 when run in ``dtype``: 0 in float64.
 
     A careful implementation in float32 is off by this much; the check widens
@@ -291,16 +291,16 @@ def _twin_noise(problem: Problem, names, auto64, dout, dtype) -> list[float]:
     """
     if dtype == np.float64:
         return [0.0] * len(names)
-    arrays = [np.asarray(problem.arrays[n], dtype=dtype) for n in names]
+    arrays = [np.asarray(case.arrays[n], dtype=dtype) for n in names]
     try:
-        vjp, _ = make_vjp(problem.twin, tuple(range(len(names))))(*arrays)
+        vjp, _ = make_vjp(case.twin, tuple(range(len(names))))(*arrays)
         low = vjp(np.asarray(dout, dtype=dtype) if np.ndim(dout) else dtype.type(dout))
     except Exception:  # noqa: BLE001  (a twin that cannot run in float32: no widening)
         return [0.0] * len(names)
     return [float(np.max(np.abs(np.asarray(g, np.float64) - a), initial=0.0)) for g, a in zip(low, auto64)]
 
 
-def _hand_noise(problem: Problem, hand_grads: dict, dout) -> dict:
+def _hand_noise(case: Case, hand_grads: dict, dout) -> dict:
     """Per gradient, how much the hand result moves when its inputs move by one ulp.
 
     Where float32 cannot resolve a computation (the bias before batch norm,
@@ -309,7 +309,7 @@ def _hand_noise(problem: Problem, hand_grads: dict, dout) -> dict:
     not, as it is wrong the same way at both points.
     """
     try:
-        moved = problem.perturbed(dout.copy() if np.ndim(dout) else dout)
+        moved = case.perturbed(dout.copy() if np.ndim(dout) else dout)
         return {name: float(np.max(np.abs(np.asarray(moved[name], np.float64) - np.asarray(g, np.float64)),
                                    initial=0.0))
                 for name, g in hand_grads.items() if g is not None and name in moved}

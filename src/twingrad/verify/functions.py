@@ -1,4 +1,4 @@
-"""Checks of the CS231n functions, one function at a time, against twingrad's twins.
+"""The CS231n functions in checking order, and the checks of each against twingrad's twins.
 
 Every function of the registry is checked under its CS231n name: a forward
 by its output (plus, for batch norm and dropout, the state and statistics of
@@ -7,6 +7,12 @@ value and ``dx``. A backward is run on the cache that the module's *own*
 forward returns, so any cache layout works. Each function yields its
 records independently of the others, which is what lets a grading worker
 report them one at a time.
+
+:func:`check_one` checks one function of any kind (a layer here; the
+network, an update rule, the convolutional net in their own modules);
+:func:`check_all` checks every selected one in process (twingrad itself,
+:mod:`twingrad.testing`); the judge walks the same list for a submission,
+one function at a time, each under its own deadline.
 """
 
 from __future__ import annotations
@@ -20,11 +26,12 @@ import numpy as np
 
 from ..gradcheck import compare, numeric_vjp, random_upstream, tolerance
 from ..twins import REGISTRY, SCALES, LayerSpec
-from . import calling, conv_hints, stateful
+from . import calling, cnn_check, network, stateful, update_rules
 from .calling import Caller, UserError, stub
 from .remote import Planned
 from .diagnosis import diagnose
-from .engine import Problem, check_problem, fingerprint, ulp
+from .hints import backward_hints, context, forward_hints
+from .engine import Case, check_case, fingerprint, ulp
 from .results import Collector, Outcome, Record, failure_record, function_record
 
 # float32 keeps 7 digits: at scales 0.1 and 10 a batch-normalized layer's input
@@ -70,6 +77,77 @@ class _Functions(Mapping):
 
 
 FUNCTIONS: Mapping[str, Function] = _Functions()
+
+
+# The sandwich layers call these; a failure there usually explains one here.
+_PARTS = {
+    "affine_relu": ("affine", "relu"),
+    "affine_bn_relu": ("affine", "batchnorm", "relu"),
+    "affine_ln_relu": ("affine", "layernorm", "relu"),
+}
+
+
+def function_names() -> list[str]:
+    """Every CS231n function name ``--only`` accepts, in checking order."""
+    return [*FUNCTIONS, network.FUNCTION, cnn_check.FUNCTION, *update_rules.RULES]
+
+
+def role_of(name: str) -> str:
+    """The module of the course package a function is written in: its registry entry's, fc_net, optim."""
+    if name == network.FUNCTION:
+        return "fc_net"
+    if name == cnn_check.FUNCTION:
+        return "cnn"
+    if name in update_rules.RULES:
+        return "optim"
+    return FUNCTIONS[name].spec.module if name in FUNCTIONS else "layers"
+
+
+def selected_functions(settings) -> list[str]:
+    """The functions a run checks, in checking order."""
+    return [name for name in function_names() if settings.selects(name)]
+
+
+def check_one(name: str, caller, settings, *, network_sweep: bool = False) -> list[Record]:
+    """Every record of one CS231n function (a layer, the network, an update rule)."""
+    if name == network.FUNCTION:
+        return network.check_sweep(settings) if network_sweep else network.check_student_network(caller, settings)
+    if name in update_rules.RULES:
+        return update_rules.check_update_rule(name, caller, settings)
+    if name == cnn_check.FUNCTION:
+        return cnn_check.check_student_cnn(caller, settings)
+    return check_function(FUNCTIONS[name], caller, settings)
+
+
+def check_all(caller: Caller, settings, *, network_sweep: bool = False) -> list[Record]:
+    """Check every selected CS231n function that ``caller``'s module defines (absent ones: 'missing').
+
+    ``network_sweep`` checks twingrad's own FullyConnectedNet over the default
+    sweep of architectures rather than the module's FullyConnectedNet class.
+    """
+    return [record for name in selected_functions(settings)
+            for record in check_one(name, caller, settings, network_sweep=network_sweep)]
+
+
+def add_dependency_notes(records: list[Record]) -> None:
+    """Tell a failing sandwich layer that a layer it is built from fails too (fix that first)."""
+    bad = {r.function for r in records if r.status in ("fail", "error")}
+    for record in records:
+        if record.status not in ("fail", "error"):
+            continue
+        for root, parts in _PARTS.items():
+            suffix = record.function[len(root):]
+            if record.function.startswith(root + "_") and suffix in ("_forward", "_backward"):
+                culprits = [f"{part}{suffix}" for part in parts if f"{part}{suffix}" in bad]
+                if culprits:
+                    one = len(culprits) == 1
+                    note = (f"{record.function} is usually built from {', '.join(culprits)}, which "
+                            f"{'fails' if one else 'fail'} too: fix {'it' if one else 'them'} first")
+                    if record.diagnosis is not None and "text" in record.diagnosis:  # a failure's diagnosis
+                        record.diagnosis.setdefault("hints", []).append(note)
+                        record.diagnosis["text"] += f"\n  hint: {note}"
+                    else:
+                        record.message = f"{record.message}; {note}" if record.message else note
 
 
 def reference_module() -> types.SimpleNamespace:
@@ -172,11 +250,9 @@ def _forward_case(fn, caller, settings, case, collector) -> dict:
         out, _ = calling.pair(fn.name, caller(fn.name, *call_args(spec, inputs, settings)), "(out, cache)")
         out = calling.array(fn.name, "out", out, twin_out.shape, twin_out)
         comparison = compare(out, twin_out, tolerance("exact", settings.np_dtype), "twin")
-        details = {"got": out, "twin": twin_out, "context": _context(spec, inputs)}
-        if not comparison.passed and "normalization" in spec.diagnoses:
-            details["extra_hints"] = _normalization_hints(spec, inputs64, out, comparison.tolerance)
-        elif not comparison.passed:
-            details["extra_hints"] = conv_hints.forward_hints(spec.diagnoses, inputs64, out, comparison.tolerance)
+        details = {"got": out, "twin": twin_out, "context": context(spec, inputs)}
+        if not comparison.passed:
+            details["extra_hints"] = forward_hints(spec, inputs64, out, comparison.tolerance)
         collector.add("out", "forward", Outcome("pass" if comparison.passed else "fail", {"twin": comparison}, case,
                                                 shapes, details=details))
         if "running_averages" in spec.diagnoses:
@@ -194,10 +270,10 @@ def _gradient_case(fn, caller, settings, case, collector) -> dict:
         inputs = sample(spec, rng, settings)
         shapes = input_shapes(spec, inputs)
         try:
-            problem, value, own_forward = _problem(fn, caller, inputs, settings)
-            arrays64 = [np.asarray(a, np.float64) for a in problem.arrays.values()]
-            dout = 1.0 if spec.is_loss else random_upstream(rng, np.asarray(problem.twin(*arrays64)))
-            twin_out, outcomes = check_problem(problem, rng, settings.np_dtype, settings.mode, dout=dout,
+            checked, value, own_forward = _hand_case(fn, caller, inputs, settings)
+            arrays64 = [np.asarray(a, np.float64) for a in checked.arrays.values()]
+            dout = 1.0 if spec.is_loss else random_upstream(rng, np.asarray(checked.twin(*arrays64)))
+            twin_out, outcomes = check_case(checked, rng, settings.np_dtype, settings.mode, dout=dout,
                                                fast_threshold=settings.fast_threshold,
                                                directions=settings.directions)
         except UserError as err:
@@ -206,28 +282,27 @@ def _gradient_case(fn, caller, settings, case, collector) -> dict:
         statuses = {o.status for o in outcomes}
         if "kink" not in statuses or "fail" in statuses or attempt == settings.redraws:
             break
-    context = _context(spec, inputs, dout, settings.keep_prob)
+    hint_context = context(spec, inputs, dout, settings.keep_prob)
     if spec.is_loss:
         loss = calling.array(fn.name, "loss", value, ())
         comparison = compare(loss, twin_out, tolerance("exact", settings.np_dtype), "twin")
         collector.add("loss", "forward", Outcome("pass" if comparison.passed else "fail", {"twin": comparison},
                                                  case, shapes, details={"got": loss, "twin": twin_out}))
     for o in outcomes:
-        details = {**o.arrays, "context": context}
+        details = {**o.arrays, "context": hint_context}
         if o.status == "fail":
             details["extra_hints"] = (
-                conv_hints.backward_hints(spec.diagnoses, upcast(spec, inputs), dout, o.gradient, o.arrays["got"],
-                                          o.vs_autograd.tolerance)
-                or _own_forward_hint(fn, o, own_forward, problem, dout, value, twin_out, settings))
+                backward_hints(spec, upcast(spec, inputs), dout, o.gradient, o.arrays["got"], o.vs_autograd.tolerance)
+                or _own_forward_hint(fn, o, own_forward, checked, dout, value, twin_out, settings))
         collector.add(o.gradient, "gradient", Outcome(o.status, o.comparisons, case, shapes, o.mode,
                                                       redraws=attempt, details=details))
     return shapes
 
 
-def _problem(fn, caller, inputs, settings) -> tuple[Problem, object, object]:
+def _hand_case(fn, caller, inputs, settings) -> tuple[Case, object, object]:
     """The hand pass (the module's forward already run) beside the twin, at ``inputs``.
 
-    Returns ``(problem, forward value, own forward)``: the forward's output, and a
+    Returns ``(checked, forward value, own forward)``: the forward's output, and a
     function of the ``wrt`` arrays running the module's forward again, for the
     hint that a backward agrees with a wrong forward.
     """
@@ -263,13 +338,13 @@ def _problem(fn, caller, inputs, settings) -> tuple[Problem, object, object]:
     def perturbed(dout):
         rng = np.random.default_rng(0)
         moved = {**inputs, **{a: ulp(inputs[a], rng) for a in spec.wrt}}
-        return _problem(fn, caller, moved, settings)[0].hand(dout)
+        return _hand_case(fn, caller, moved, settings)[0].hand(dout)
 
     # Dropout's twin is built from the module's own mask: never shared with another submission.
     key = None if "dropout_mask" in spec.diagnoses else fingerprint(spec.name, *_static_values(spec.static(inputs64)))
-    problem = Problem(arrays, twin, hand, dict(zip(spec.wrt, spec.gradient_names)), kinks, perturbed=perturbed,
+    checked = Case(arrays, twin, hand, dict(zip(spec.wrt, spec.gradient_names)), kinks, perturbed=perturbed,
                       key=key, name=fn.name)
-    return problem, value, own_forward
+    return checked, value, own_forward
 
 
 def _static_values(static: dict) -> list:
@@ -288,72 +363,17 @@ def _dropout_twin(fn, out, inputs):
     return lambda x: x * mask
 
 
-def _context(spec: LayerSpec, inputs: dict, dout=None, keep_prob: bool = False) -> dict:
-    """What the pattern hints may use about this case."""
-    x = np.asarray(inputs[spec.args[0]], dtype=np.float64)
-    context = {"N": x.shape[0] if x.ndim else None, "D": int(np.prod(x.shape[1:])) if x.ndim > 1 else None}
-    if "y" in inputs:
-        context["y"] = inputs["y"]
-    if "relu_mask" in spec.diagnoses:
-        context.update(relu_input=x, dout=dout)
-    if "normalization" in spec.diagnoses:
-        param, axis = _normalization(spec)
-        eps = inputs[param]["eps"]
-        centered = x - x.mean(axis=axis, keepdims=True)
-        x_hat = centered / np.sqrt(np.mean(centered**2, axis=axis, keepdims=True) + eps)
-        context.update(norm_axis=axis, x_hat=x_hat)
-    if "dropout_mask" in spec.diagnoses:
-        context.update(p_drop=inputs["dropout_param"]["p"], keep_prob=keep_prob, N=None, D=None)
-    return context
-
-
-def _normalization(spec: LayerSpec) -> tuple[str, int]:
-    """A normalization's parameter dict, and the axis it normalizes over: batch norm's 0, layer norm's 1."""
-    param = spec.args[-1]
-    return param, 0 if param == "bn_param" else 1
-
-
-def _normalization_hints(spec: LayerSpec, inputs64: dict, out, tol) -> list[str]:
-    """A normalization's forward, wrong in one of the usual ways: each computed, kept only if it reproduces ``out``."""
-    x, gamma, beta = inputs64["x"], inputs64["gamma"], inputs64["beta"]
-    param, axis = _normalization(spec)
-    eps, other = inputs64[param]["eps"], 1 - axis
-
-    def normalized(axis, ddof=0, eps_outside=False, std=False):
-        centered = x - x.mean(axis=axis, keepdims=True)
-        var = x.var(axis=axis, ddof=ddof, keepdims=True)
-        if std:
-            return centered / np.sqrt(np.sqrt(var) + eps)
-        return centered / (np.sqrt(var) + eps if eps_outside else np.sqrt(var + eps))
-
-    candidates = [
-        (gamma * normalized(axis, eps_outside=True) + beta, "eps is outside the square root: divide by "
-                                                            "sqrt(var + eps), not sqrt(var) + eps"),
-        (gamma * normalized(axis, ddof=1) + beta, "the unbiased variance (ddof=1) is used; normalization uses "
-                                                  "the biased one (np.var's default)"),
-        (gamma * normalized(axis, std=True) + beta, "the standard deviation is used where the variance belongs: "
-                                                    "divide by sqrt(var + eps)"),
-        (normalized(axis), "gamma and beta are not applied: out = gamma * x_hat + beta"),
-    ]
-    if x.shape[other] > 1:
-        candidates.append((gamma * normalized(other) + beta, f"the statistics are taken over axis {other}; "
-                                                             f"{spec.forward} takes them over axis {axis}"))
-    got = np.asarray(out, np.float64)
-    return [text for model, text in candidates
-            if tol.fits(got, model)][:1]
-
-
-def _own_forward_hint(fn, outcome, own_forward, problem, dout, value, twin_out, settings) -> list[str]:
+def _own_forward_hint(fn, outcome, own_forward, checked, dout, value, twin_out, settings) -> list[str]:
     """'Your backward is the derivative of your (wrong) forward': central differences of the module's forward."""
     if fn.role != "backward" and fn.role != "loss":
         return []
-    name = next(a for a, g in problem.gradient_names.items() if g == outcome.gradient)
-    if np.asarray(problem.arrays[name]).size > 2000:
+    name = next(a for a, g in checked.gradient_names.items() if g == outcome.gradient)
+    if np.asarray(checked.arrays[name]).size > 2000:
         return []  # each element costs four calls of the student's forward
     if compare(np.asarray(value, np.float64), twin_out, tolerance("exact", settings.np_dtype), "twin").passed:
         return []  # the forward is right: a backward matching it would have passed
-    arrays = [np.array(a, dtype=np.float64) for a in problem.arrays.values()]
-    target = list(problem.arrays).index(name)
+    arrays = [np.array(a, dtype=np.float64) for a in checked.arrays.values()]
+    target = list(checked.arrays).index(name)
     dout64 = np.asarray(dout, dtype=np.float64)
     try:
         (grad,), _ = numeric_vjp(lambda: (float(np.sum(own_forward(*arrays) * dout64)), None), [arrays[target]], 1e-5)

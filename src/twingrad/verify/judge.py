@@ -26,14 +26,12 @@ import traceback
 from concurrent.futures import ThreadPoolExecutor
 
 from . import sandbox
-from .checking import check_one, role_of, selected_functions
-from .functions import FUNCTIONS
-from .loading import import_paragraph
+from .functions import FUNCTIONS, check_one, role_of, selected_functions
+from .calling import import_paragraph
 from .remote import Channel, RemoteCaller, RunnerLost
 from .results import function_record
 from .stateful import detect_dropout_convention
-from .submissions import Submission, printable
-from .templates import untouched
+from .submissions import Submission, printable, untouched
 
 RUNNER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "runner.py")
 # Runners use one BLAS thread: with -j N, N runners share the cores instead of each

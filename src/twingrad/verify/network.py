@@ -21,7 +21,7 @@ from ..gradcheck import compare, tolerance
 from . import calling
 from .calling import Caller, UserError
 from .diagnosis import diagnose
-from .engine import Problem, check_problem, fingerprint, ulp
+from .engine import Case, check_case, fingerprint, ulp
 from .results import Collector, Outcome, Record, failure_record, function_record
 
 FUNCTION = "FullyConnectedNet.loss"
@@ -207,7 +207,7 @@ def well_conditioned(arch: Architecture, net: Net, X) -> bool:
     return all(a.shape[axis] < 2 or np.var(a, axis=axis).min() > 1e-3 for a in trace.pre_norm)
 
 
-def net_problem(arch: Architecture, net: Net, X, y) -> tuple[Problem, float]:
+def net_case(arch: Architecture, net: Net, X, y) -> tuple[Case, float]:
     """The hand ``loss(X, y)`` (run once here) beside ``twin_loss``, differentiated in every parameter."""
     names = _param_names(arch)
     settings = _twin_settings(arch, net)
@@ -242,9 +242,9 @@ def net_problem(arch: Architecture, net: Net, X, y) -> tuple[Problem, float]:
         return {k: np.asarray(g) * dout for k, g in moved.items()}
 
     key = fingerprint(FUNCTION, str(arch), sorted(settings.items()), X64, np.asarray(y))
-    problem = Problem(dict(net.params), twin, hand, {n: n for n in names}, traced=traced,
+    checked = Case(dict(net.params), twin, hand, {n: n for n in names}, traced=traced,
                       perturbed=perturbed, key=key, name=FUNCTION)
-    return problem, loss
+    return checked, loss
 
 
 def _loss_from_scores(scores, y, params, settings) -> float:
@@ -315,10 +315,10 @@ def _network_case(key, arch_or_draw, case, builder, settings, collector, exact) 
         if arch.normalization and not well_conditioned(arch, net, X) and attempt < settings.redraws:
             continue
         try:
-            problem, loss = net_problem(arch, net, X, y)
+            checked, loss = net_case(arch, net, X, y)
         except UserError as err:
             raise UserError(f"{err.message} (architecture {arch})", err.status) from None
-        twin_out, outcomes = check_problem(problem, rng, settings.np_dtype, settings.mode, dout=1.0,
+        twin_out, outcomes = check_case(checked, rng, settings.np_dtype, settings.mode, dout=1.0,
                                            fast_threshold=settings.fast_threshold, directions=settings.directions)
         statuses = {o.status for o in outcomes}
         if "kink" not in statuses or "fail" in statuses or attempt == settings.redraws:
