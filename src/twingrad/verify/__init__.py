@@ -7,22 +7,24 @@ runner process (in a sandbox where the system has one) and twingrad, the
 judge, decides every verdict. The modules of this package, by side:
 
 =============== ===========================================================
-**judge**
+**judge**: a submission's path, in the order it is taken
 settings        the options that decide what is checked, and the seeding
-submissions     finding submissions, and a private snapshot of each
+submissions     finding submissions, a private snapshot of each, untouched templates
 judge           one runner per submission, deadlines, restarts, ``-j``
-remote          the judge's end of the channel: calling a submission
 sandbox         bubblewrap, or a process group with orphan reaping
-checking        the functions in order, and which module holds each
-functions       per CS231n function: samples, forward and backward checks
+remote          the judge's end of the channel: calling a submission
+functions       the functions in order; per layer: samples, forward and backward checks
 engine          the three-way check of one case, full or fast (projections)
+calling         what the checked code returned or raised, in words; in-process calls and imports
+results         statuses, records, the collector of a function's cases
+diagnosis       the text a student reads on a failure
+hints           the patterns that explain a wrong value, general and per layer
+report          tables and the JSON document (``schema``: its JSON Schema)
+**judge**: other kinds of function
 stateful        batch norm's running averages and test mode; dropout's statistics
 network         FullyConnectedNet: the default sweep, ``--net``, a student's class
-hints           pattern hints for a wrong gradient
-diagnosis       the text a student reads on a failure
-calling         calling trusted code in process; exceptions as messages
-loading         importing a module in process; import failures as paragraphs
-report          tables and the JSON document
+cnn_check       ThreeLayerConvNet.loss
+update_rules    sgd, sgd_momentum, rmsprop, adam
 **both sides**
 wire            the framed message format (stdlib and numpy only)
 **runner**
