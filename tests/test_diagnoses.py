@@ -47,24 +47,44 @@ def test_a_wrong_forward_gets_a_forward_hint_never_a_backward_one(tmp_path, old,
 
 def test_a_running_mean_of_the_wrong_shape_says_whether_its_values_are_right(tmp_path):
     old = "        running_mean = momentum * running_mean + (1 - momentum) * mu\n"
-    right = _graded(tmp_path, "shape", old, old.replace("* mu\n", "* mu[None, :]\n"), "batchnorm_forward")
+    column = old.replace("* mu\n", "* mu).reshape(-1, 1)\n").replace("= momentum", "= (momentum")
+    right = _graded(tmp_path, "shape", old, column, "batchnorm_forward")
     message = next(c["message"] for c in right["checks"] if c["status"] == "error")
-    assert "right values, shape (1," in message and "instead of (" in message
-    wrong = _graded(tmp_path, "both", old, old.replace("* mu\n", "* 2 * mu[None, :]\n"), "batchnorm_forward")
+    assert "right values, shape (" in message and ", 1) instead of (" in message
+    wrong = _graded(tmp_path, "both", old, column.replace("* mu)", "* 2 * mu)"), "batchnorm_forward")
     message = next(c["message"] for c in wrong["checks"] if c["status"] == "error")
     assert "the values are wrong too" in message
 
 
 def test_a_gradient_of_the_wrong_shape_with_right_values_is_told_so(tmp_path):
-    doc = _graded(tmp_path, "db", "    db = np.sum(dout, axis=0)\n", "    db = np.sum(dout, axis=0, keepdims=True)\n",
+    doc = _graded(tmp_path, "db", "    db = np.sum(dout, axis=0)\n", "    db = np.sum(dout, axis=0).reshape(-1, 1)\n",
                   "affine_forward,affine_backward")
     message = next(c["message"] for c in doc["checks"] if c["status"] == "error")
-    assert "right values, shape (1," in message
+    assert "right values, shape (" in message and ", 1) instead of (" in message
+
+
+@pytest.mark.parametrize("old, new, only, quantity", [
+    ("    db = np.sum(dout, axis=0)\n", "    db = np.sum(dout, axis=0, keepdims=True)\n",
+     "affine_forward,affine_backward", "db"),
+    ("        running_mean = momentum * running_mean + (1 - momentum) * mu\n",
+     "        running_mean = momentum * running_mean + (1 - momentum) * mu[None, :]\n",
+     "batchnorm_forward", "running_mean"),
+])
+def test_a_leading_axis_of_length_1_is_checked_by_its_values_and_noted(tmp_path, old, new, only, quantity):
+    # (1, D) for (D,): numpy, and the course's rel_error, pair each element with its own; the values decide.
+    doc = _graded(tmp_path, "keepdims", old, new, only)
+    record = next(c for c in doc["checks"] if c["gradient"] == quantity)
+    assert record["status"] == "pass" and "extra leading axis of length 1" in record["message"]
+    # The same shape with wrong values is a failure of its values, not an error of its shape.
+    wrong = _graded(tmp_path, "keepdims_wrong", old, new.replace("= np.sum(", "= 2 * np.sum(")
+                    .replace("* mu[None", "* 2 * mu[None"), only)
+    record = next(c for c in wrong["checks"] if c["gradient"] == quantity)
+    assert record["status"] == "fail", record
 
 
 def test_an_error_message_does_not_repeat_its_function(tmp_path):
     path = tmp_path / "db.py"
-    path.write_text(GOOD.replace("    db = np.sum(dout, axis=0)\n", "    db = np.sum(dout, axis=0, keepdims=True)\n"))
+    path.write_text(GOOD.replace("    db = np.sum(dout, axis=0)\n", "    db = np.sum(dout, axis=0).reshape(-1, 1)\n"))
     code, out, _ = _verify("--impl", str(path), "-k", "2", "--only", "affine_forward,affine_backward",
                            "--sandbox", "none")
     assert code == 1 and "affine_backward: affine_backward:" not in out

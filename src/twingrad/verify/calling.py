@@ -187,11 +187,13 @@ def pair(function: str, result, names: str) -> tuple:
     return tuple(result)
 
 
-def array(function: str, name: str, value, shape: tuple, expected=None) -> np.ndarray:
+def array(function: str, name: str, value, shape: tuple, expected=None, notes: list | None = None) -> np.ndarray:
     """``value`` as a real array of ``shape``, or the error that says what it is instead.
 
     With the ``expected`` values, a result of the wrong shape is also judged by
     its values: "right values, shape (1, 5) instead of (5,)", or wrong in both.
+    With a ``notes`` list, a result that has only extra leading axes of length 1
+    is accepted, as numpy broadcasts it (see :func:`keepdims_note`).
     """
     if value is None:
         raise stub(f"{function} returned {name} = None: not implemented yet?")
@@ -202,9 +204,34 @@ def array(function: str, name: str, value, shape: tuple, expected=None) -> np.nd
     if not (np.issubdtype(result.dtype, np.floating) or np.issubdtype(result.dtype, np.integer)):
         raise UserError(f"{function}: {name} has dtype {result.dtype}; expected real numbers")
     if result.shape != tuple(shape):
-        raise UserError(f"{function}: {name} has shape {result.shape}; expected {tuple(shape)}"
-                        + shape_note(result, shape, expected))
+        note = keepdims_note(name, result.shape, shape) if notes is not None else None
+        if note is None:
+            raise UserError(f"{function}: {name} has shape {result.shape}; expected {tuple(shape)}"
+                            + shape_note(result, shape, expected))
+        notes.append(note)
+        result = result.reshape(shape)
     return result
+
+
+def keepdims_note(name: str, got: tuple, shape: tuple, of: str = "") -> str | None:
+    """The note on a result shaped like ``shape`` with extra leading axes of length 1, else None.
+
+    ``(1, D)`` for ``(D,)`` (``np.sum(..., axis=0, keepdims=True)``) pairs every
+    element with its own when numpy broadcasts the two, as the course's
+    ``rel_error`` does: its values are checked, and the record says what the
+    shape will break. ``(D, 1)`` or ``(C,)`` for ``(1, C, 1, 1)`` broadcast to
+    a larger array and stay errors.
+    """
+    got, shape = tuple(got), tuple(shape)
+    if len(got) <= len(shape) or got[len(got) - len(shape):] != shape or any(d != 1 for d in got[:len(got) - len(shape)]):
+        return None
+    extra = len(got) - len(shape)
+    axes = "an extra leading axis" if extra == 1 else f"{extra} extra leading axes"
+    # Said the same way at every shape: a record shows one note for all its cases.
+    text = f"{name} has {axes} of length 1 (keepdims=True?): its values were checked as numpy broadcasts them"
+    if of:
+        return f"{text}, but an update in place ({of} -= lr * {name}) raises on it: give it the shape of {of}"
+    return f"{text}: give it the expected shape"
 
 
 def shape_note(result: np.ndarray, shape: tuple, expected) -> str:

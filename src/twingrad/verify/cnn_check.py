@@ -72,7 +72,7 @@ def _case(caller, parameters, settings, case, collector) -> None:
     collector.add("loss", "forward", Outcome("pass" if comparison.passed else "fail", {"twin": comparison}, case,
                                              shapes, details={"got": loss, "twin": twin_out}))
     for o in outcomes:
-        details = {**o.arrays, "name": o.gradient, "context": {"N": X.shape[0]}}
+        details = {**o.arrays, "name": o.gradient, "context": {"N": X.shape[0]}, "notes": o.notes}
         collector.add(o.gradient.rstrip("0123456789"), "gradient",
                       Outcome(o.status, o.comparisons, case, shapes, o.mode, attempt, details))
 

@@ -40,7 +40,7 @@ from ..gradcheck import (
     random_upstream,
     tolerance,
 )
-from .calling import UserError, shape_note
+from .calling import UserError, keepdims_note, shape_note
 
 
 # Above this many elements, the fast mode's fallback differences a sample of elements, not all.
@@ -101,6 +101,7 @@ class GradientOutcome(GradientCheck):
     mode: str = "full"  #: "full" or "fast"
     fell_back: bool = False  #: fast projections disagreed, the full comparison ran
     arrays: dict = field(default_factory=dict)  #: got, autograd, numeric (when computed): for the diagnosis
+    notes: list = field(default_factory=list)  #: what the record should say even when it passes
 
     @property
     def comparisons(self) -> dict:
@@ -167,7 +168,8 @@ def check_case(case: Case, rng: np.random.Generator, dtype, mode: str = "auto", 
     for i, name in enumerate(names):
         gname = case.gradient_names[name]
         expected = np.asarray(auto[i], dtype=np.float64)
-        got = _gradient(hand_grads, gname, case.arrays[name], expected, case.name)
+        notes: list = []
+        got = _gradient(hand_grads, gname, case.arrays[name], expected, case.name, notes)
         tol_exact, tol_numeric = _widened(exact, noise[i]), _widened(numeric, noise[i])
         vs_autograd = compare(got, expected, tol_exact, "autograd")
         if not vs_autograd.passed and dtype != np.float64 and case.perturbed:
@@ -197,7 +199,7 @@ def check_case(case: Case, rng: np.random.Generator, dtype, mode: str = "auto", 
                 vs_numeric = compare(got, num, tol_numeric, "numeric", ignore=kinked)
             arrays["numeric"] = num
         outcomes.append(GradientOutcome(gname, tuple(np.shape(got)), vs_autograd, vs_numeric,
-                                        "fast" if use_fast else "full", fell_back, arrays))
+                                        "fast" if use_fast else "full", fell_back, arrays, notes))
     return twin_out, outcomes
 
 
@@ -327,8 +329,10 @@ def _widened(tol, noise: float):
     return tol if noise == 0 else type(tol)(atol=tol.atol + 10 * noise, rtol=tol.rtol)
 
 
-def _gradient(hand_grads: dict, gname: str, like: np.ndarray, expected=None, function: str = "") -> np.ndarray:
-    """The hand gradient ``gname``, checked to be a real array shaped like its input."""
+def _gradient(hand_grads: dict, gname: str, like: np.ndarray, expected=None, function: str = "",
+              notes: list | None = None) -> np.ndarray:
+    """The hand gradient ``gname``, checked to be a real array shaped like its input (or, with a note
+    appended to ``notes``, that shape with extra leading axes of length 1)."""
     if gname not in hand_grads:
         raise UserError(f"{function}: no gradient {gname} was returned")
     value = hand_grads[gname]
@@ -341,10 +345,14 @@ def _gradient(hand_grads: dict, gname: str, like: np.ndarray, expected=None, fun
     if not (np.issubdtype(got.dtype, np.floating) or np.issubdtype(got.dtype, np.integer)):
         raise UserError(f"{function}: {gname} has dtype {got.dtype}; expected a floating-point array")
     shape = np.shape(like)
-    if got.shape != shape:
+    of = gname[1:] if gname.startswith("d") else gname
+    note = keepdims_note(gname, got.shape, shape, of) if notes is not None else None
+    if note is not None:
+        notes.append(note)
+        got = got.reshape(shape)
+    elif got.shape != shape:
         hint = shape_note(got, shape, expected) or _shape_hint(got.shape, shape)
-        raise UserError(f"{function}: {gname} has shape {got.shape}; expected {shape}, the shape of "
-                        f"{gname[1:] if gname.startswith('d') else gname}{hint}")
+        raise UserError(f"{function}: {gname} has shape {got.shape}; expected {shape}, the shape of {of}{hint}")
     return got
 
 

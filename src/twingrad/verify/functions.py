@@ -289,7 +289,7 @@ def _gradient_case(fn, caller, settings, case, collector) -> dict:
         collector.add("loss", "forward", Outcome("pass" if comparison.passed else "fail", {"twin": comparison},
                                                  case, shapes, details={"got": loss, "twin": twin_out}))
     for o in outcomes:
-        details = {**o.arrays, "context": hint_context}
+        details = {**o.arrays, "context": hint_context, "notes": o.notes}
         if o.status == "fail":
             details["extra_hints"] = (
                 backward_hints(spec, upcast(spec, inputs), dout, o.gradient, o.arrays["got"], o.vs_autograd.tolerance)

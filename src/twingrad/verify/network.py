@@ -331,7 +331,7 @@ def _network_case(key, arch_or_draw, case, builder, settings, collector, exact) 
                                              case, shapes, details={"got": loss, "twin": twin_out, "note": note}))
     for o in outcomes:
         family = o.gradient.rstrip("0123456789")
-        details = {**o.arrays, "name": o.gradient, "note": note, "context": {"N": arch.batch}}
+        details = {**o.arrays, "name": o.gradient, "note": note, "context": {"N": arch.batch}, "notes": o.notes}
         if o.status == "fail" and family == "W" and arch.reg:
             details["extra_hints"] = _regularization_hints(o, np.asarray(net.params[o.gradient], np.float64),
                                                            arch.reg, settings)

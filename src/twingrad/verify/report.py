@@ -102,6 +102,10 @@ def details_text(records: list[Record]) -> str:
     kinks = [r for r in records if r.status == "kink"]
     if kinks:
         parts.append("Kinks (not failures)\n" + "\n".join(f"  {r.function} {r.gradient}: {r.message}" for r in kinks))
+    noted = [r for r in records if r.status == "pass" and r.message]
+    if noted:
+        parts.append("Notes (passing, worth fixing)\n" + "\n".join(f"  {_function_text(r)}: {r.message}"
+                                                                    for r in noted))
     missing = [r for r in records if r.status == "missing"]
     undefined = [r.function for r in missing if r.message and r.message.startswith("not defined")]
     lines = [f"  not defined: {', '.join(undefined)}"] if undefined else []

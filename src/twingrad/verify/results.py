@@ -173,6 +173,10 @@ class Collector:
         elif status == "kink":
             record.message = (f"finite differences straddled a non-differentiable point ({record.redraws} "
                               f"redraw{'s' if record.redraws != 1 else ''}); the analytic gradients agreed")
+        # What a record says whatever its status (a result numpy broadcasts to the right shape).
+        notes = list(dict.fromkeys(note for o in outcomes for note in o.details.get("notes", ())))
+        if notes:
+            record.message = "; ".join(filter(None, [record.message, *notes]))
         return record
 
 

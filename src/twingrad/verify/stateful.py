@@ -65,11 +65,12 @@ def batchnorm_state_case(caller, settings, case, inputs, shapes, collector) -> N
                     "back into bn_param")
             collector.add(key, "state", _outcome({"expected": _missing_value(exact)}, case, shapes, {"note": note}))
             continue
-        got = calling.array("batchnorm_forward", f"bn_param[{key!r}]", got, (num_features,), expected)
+        notes: list = []
+        got = calling.array("batchnorm_forward", f"bn_param[{key!r}]", got, (num_features,), expected, notes)
         comparison = compare(got, expected, exact, "expected")
         hints = [] if comparison.passed else _running_hints(key, got, momentum, start[key], batch[key], x64, exact)
         collector.add(key, "state", _outcome({"expected": comparison}, case, shapes,
-                                             {"got": got, "expected": expected, "extra_hints": hints}))
+                                             {"got": got, "expected": expected, "extra_hints": hints, "notes": notes}))
 
     running_mean = rng.normal(size=num_features).astype(dtype)
     running_var = rng.uniform(0.5, 2.0, size=num_features).astype(dtype)
