@@ -97,9 +97,10 @@ def test_both_eras_pass_everything_with_no_option(graded):
         assert set(submission["functions"]) >= {"affine_relu_forward", "FullyConnectedNet.loss",
                                                 "sgd", "sgd_momentum", "rmsprop", "adam"}
         net = [c for c in submission["checks"] if c["function"] == "FullyConnectedNet.loss"]
-        assert {c["gradient"] for c in net} == {"loss", "W", "b", "gamma", "beta"}
+        assert {c["gradient"] for c in net} == {"loss", "W", "b", "gamma", "beta", "scores_test"}
         # each normalization its net offers is checked on its own
-        expected = {"plain", "batchnorm"} if name == "alice" else {"plain", "batchnorm", "layernorm"}
+        expected = {"plain", "batchnorm", "dropout"} if name == "alice" else {"plain", "batchnorm", "layernorm",
+                                                                               "dropout"}
         assert {c["configuration"] for c in net} == expected
 
 
@@ -109,7 +110,7 @@ def test_a_configuration_the_net_does_not_support_is_skipped_with_why_and_the_ot
     statuses = {}
     for check in net:
         statuses.setdefault(check["configuration"], set()).add(check["status"])
-    assert statuses == {"plain": {"pass"}, "batchnorm": {"pass"}, "layernorm": {"missing"}}
+    assert statuses == {"plain": {"pass"}, "batchnorm": {"pass"}, "layernorm": {"missing"}, "dropout": {"pass"}}
     message = next(c["message"] for c in net if c["configuration"] == "layernorm")
     assert "normalization='layernorm' is not supported" in message and "gamma1" in message
     assert eve["functions"]["FullyConnectedNet.loss"] == "missing" and eve["status"] == "incomplete"

@@ -23,6 +23,7 @@ report          tables and the JSON document (``schema``: its JSON Schema)
 **judge**: other kinds of function
 stateful        batch norm's running averages and test mode; dropout's statistics
 network         FullyConnectedNet: the default sweep, ``--net``, a student's class
+dropout_net     a student's FullyConnectedNet with dropout on (no twin: its own loss)
 cnn_check       ThreeLayerConvNet.loss
 update_rules    sgd, sgd_momentum, rmsprop, adam
 **both sides**

@@ -98,10 +98,11 @@ class Builder:
     a :class:`~.calling.Caller`, so its exceptions become error records.
     """
 
-    def __init__(self, caller=None, keep_prob: bool = False):
+    def __init__(self, caller=None, keep_prob: bool = False, keep: float = 1.0):
         self.student = caller is not None
         self.caller = caller or Caller(None)  # twingrad's own net is called in process
         self.keep_prob = keep_prob  # the course year's meaning of the dropout argument
+        self.keep = keep  # the fraction of units a student's net keeps: 1, dropout off
         self.parameters = self.caller.signature("FullyConnectedNet") if self.student else set()
         self.unsupported = False  #: the last error came from building the net for its configuration
 
@@ -151,9 +152,10 @@ class Builder:
             kwargs["normalization"] = arch.normalization
         elif arch.normalization == "batchnorm":
             kwargs["use_batchnorm"] = True
-        for name, off in (("dropout", 1.0 if self.keep_prob else 0.0), ("dropout_keep_ratio", 1.0)):
+        for name, value in (("dropout", self.keep if self.keep_prob else 1.0 - self.keep),
+                            ("dropout_keep_ratio", self.keep)):
             if name in self.parameters:
-                kwargs[name] = off
+                kwargs[name] = value
         self.unsupported = True  # until the net is built with the configuration's parameters
         model = self.caller("FullyConnectedNet", list(arch.hidden_dims), **kwargs)
         params = self.caller.get(FUNCTION, model, "params")
@@ -187,6 +189,10 @@ class Net:
 
     def loss(self, X, y):
         return self.caller.method(FUNCTION, self.model, "loss", X, y)
+
+    def scores(self, X):
+        """The test-mode scores: ``loss(X)`` without labels."""
+        return self.caller.method(FUNCTION, self.model, "loss", X)
 
     def set_params(self, params: dict) -> None:
         self.caller.method(FUNCTION, self.model, "params.update", params)
@@ -379,10 +385,12 @@ def check_student_network(caller, settings) -> list[Record]:
     """A module's own FullyConnectedNet class, if it defines one, over the sweep it supports."""
     if caller.kind("FullyConnectedNet") != "class":
         return [function_record(FUNCTION, "missing", "not defined (no FullyConnectedNet class)", settings)]
+    from .dropout_net import check_student_dropout  # it builds on this module
+
     builder = Builder(caller, settings.keep_prob)
     architectures = [(f"{normalization}/{dropout}", _random_architecture(normalization, dropout))
                      for normalization, dropout in SWEEP if builder.supports(normalization, dropout)]
-    return check_configurations(architectures, settings, builder)
+    return check_configurations(architectures, settings, builder) + check_student_dropout(caller, settings)
 
 
 def check_network(arch: Architecture, settings) -> list[Record]:

@@ -71,7 +71,7 @@ class Record:
     redraws: int = 0
     message: str | None = None
     diagnosis: dict | None = None
-    configuration: str | None = None  #: a student's FullyConnectedNet: plain, batchnorm or layernorm
+    configuration: str | None = None  #: a student's FullyConnectedNet: plain, batchnorm, layernorm or dropout
 
     def to_json(self) -> dict:
         return {

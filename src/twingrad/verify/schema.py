@@ -22,7 +22,7 @@ CHECK = {
     "properties": {
         "function": {"type": "string", "description": "CS231n name: affine_backward, svm_loss, FullyConnectedNet.loss"},
         "configuration": {"type": ["string", "null"],
-                          "description": "a student's FullyConnectedNet.loss: plain, batchnorm or layernorm"},
+                          "description": "a student's FullyConnectedNet.loss: plain, batchnorm, layernorm or dropout"},
         "gradient": {"type": ["string", "null"],
                      "description": "dx, dw, ... for gradients; out, loss, running_mean, running_var, out_test, "
                                     "keep_fraction, seed for forward checks; W, b, gamma, beta for the network; "
