@@ -42,9 +42,8 @@ import numpy as np
 from ._reproducer import snippet
 from .gradcheck import compare, numeric_vjp, random_upstream, tolerance
 from .verify.calling import Caller, UserError, gradients
-from .verify.diagnosis import diagnose
 from .verify.engine import Case, check_case, ulp
-from .verify.results import Outcome, Record
+from .verify.results import Outcome, Record, diagnose
 
 __all__ = ["assert_layer_matches", "assert_gradients", "check_module"]
 

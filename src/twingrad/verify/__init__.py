@@ -16,8 +16,7 @@ remote          the judge's end of the channel: calling a submission
 functions       the functions in order; per layer: samples, forward and backward checks
 engine          the three-way check of one case, full or fast (projections)
 calling         what the checked code returned or raised, in words; in-process calls and imports
-results         statuses, records, the collector of a function's cases
-diagnosis       the text a student reads on a failure
+results         statuses, records from a function's cases, the diagnosis of a failing one
 hints           the patterns that explain a wrong value, general and per layer
 report          tables and the JSON document (``schema``: its JSON Schema)
 **judge**: other kinds of function

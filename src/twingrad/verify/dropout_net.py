@@ -23,7 +23,6 @@ from ..fc_net import twin_forward, twin_loss
 from ..gradcheck import STEPS, Comparison, compare, compare_projection, tolerance
 from . import calling
 from .calling import UserError
-from .diagnosis import diagnose
 from .network import FUNCTION, Architecture, Builder, _param_names
 from .results import Collector, Outcome, Record, failure_record, function_record
 
@@ -57,7 +56,7 @@ def _check(builder: Builder, settings) -> list[Record]:
             _case(builder, settings, case, collector)
     except UserError as err:
         return [failure_record(FUNCTION, err, settings, case, {})]
-    return collector.records(lambda f, g, outcome: diagnose(f, g, outcome, settings))
+    return collector.records()
 
 
 def _architecture(rng: np.random.Generator) -> Architecture:

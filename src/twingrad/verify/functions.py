@@ -29,7 +29,6 @@ from ..twins import REGISTRY, SCALES, LayerSpec
 from . import calling, cnn_check, network, stateful, update_rules
 from .calling import Caller, UserError, stub
 from .remote import Planned
-from .diagnosis import diagnose
 from .hints import backward_hints, context, forward_hints
 from .engine import Case, check_case, fingerprint, ulp
 from .results import Collector, Outcome, Record, failure_record, function_record
@@ -182,7 +181,7 @@ def check_function(fn: Function, caller: Caller, settings) -> list[Record]:
                 shapes = _gradient_case(fn, caller, settings, case, collector)
     except UserError as err:
         return [failure_record(fn.name, err, settings, case, shapes)]
-    return collector.records(lambda f, g, outcome: diagnose(f, g, outcome, settings))
+    return collector.records()
 
 
 def plan(fn: Function, settings) -> list:

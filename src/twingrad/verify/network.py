@@ -20,7 +20,6 @@ from ..fc_net import FullyConnectedNet, twin_forward, twin_loss
 from ..gradcheck import compare, tolerance
 from . import calling
 from .calling import Caller, UserError
-from .diagnosis import diagnose
 from .engine import Case, check_case, fingerprint, ulp
 from .results import Collector, Outcome, Record, failure_record, function_record
 
@@ -286,7 +285,7 @@ def check_architectures(architectures, settings, builder: Builder | None = None,
                     progress()
     except UserError as err:
         return [failure_record(FUNCTION, err, settings, case, {})]
-    return collector.records(lambda f, g, outcome: diagnose(f, g, outcome, settings))
+    return collector.records()
 
 
 def check_configurations(architectures, settings, builder: Builder) -> list[Record]:

@@ -4,7 +4,10 @@ A *case* is one random draw of inputs for one function. Each case yields an
 :class:`Outcome` per checked quantity (``out``, ``dx``, ``running_mean``, ...);
 :class:`Collector` merges the outcomes of all cases of a function into one
 :class:`Record` per quantity: one row of the table, one object of the JSON
-``checks`` list.
+``checks`` list. A failing record carries its diagnosis (:func:`diagnose`):
+what is wrong, where, how to replay it, and a hint; the same text is
+printed under ``twingrad verify``'s table, stored in the JSON report
+(``diagnosis.text``), and raised by :mod:`twingrad.testing`'s assertions.
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from .hints import hints
 
 
 STATUSES = ("pass", "fail", "missing", "error", "kink")
@@ -129,12 +134,11 @@ class Collector:
         outcome.kind = kind
         self.outcomes.setdefault((gradient, kind), []).append(outcome)
 
-    def records(self, diagnose) -> list[Record]:
-        """``diagnose(function, gradient, outcome) -> dict`` is called for the failing outcome shown."""
-        return [self._record(gradient, kind, outcomes, diagnose)
-                for (gradient, kind), outcomes in self.outcomes.items()]
+    def records(self) -> list[Record]:
+        """One record per quantity; a failing one diagnosed on its largest failing case."""
+        return [self._record(gradient, kind, outcomes) for (gradient, kind), outcomes in self.outcomes.items()]
 
-    def _record(self, gradient, kind, outcomes, diagnose) -> Record:
+    def _record(self, gradient, kind, outcomes) -> Record:
         status = worst_status(o.status for o in outcomes)
         shapes = sorted({tuple(o.shapes.get(self.first_input, next(iter(o.shapes.values()), ())))
                          for o in outcomes})
@@ -168,7 +172,7 @@ class Collector:
         if failing:
             # The largest failing case: the most data for the pattern hints.
             shown = max(failing, key=lambda o: (_size(o.shapes), -o.case))
-            record.diagnosis = diagnose(self.function, gradient, shown)
+            record.diagnosis = diagnose(self.function, gradient, shown, self.settings)
             record.message = record.diagnosis.get("summary")
         elif status == "kink":
             record.message = (f"finite differences straddled a non-differentiable point ({record.redraws} "
@@ -186,3 +190,95 @@ def _finite_or_inf(value: float) -> float:
 
 def _size(shapes: dict) -> int:
     return sum(int(np.prod(s)) for s in shapes.values())
+
+
+# -- the diagnosis of a failing record ----------------------------------------------------
+
+# Which comparison a diagnosis shows: the exact reference first, as it has no
+# finite-difference noise; central differences only when they alone disagree.
+_PREFERENCE = ("autograd", "twin", "expected", "numeric")
+
+
+def _index_text(name: str, index: tuple) -> str:
+    return f"{name}[{', '.join(str(i) for i in index)}]" if index else name
+
+
+def _number(value: float) -> str:
+    return f"{value:.7g}"
+
+
+def _shape_text(shape) -> str:
+    return "(" + ", ".join(str(s) for s in shape) + ("," if len(shape) == 1 else "") + ")"
+
+
+def diagnose(function: str, gradient: str, outcome: Outcome, settings) -> dict:
+    """The diagnosis of one failing outcome, as a JSON-able dict whose ``text`` a student reads.
+
+    Parameters
+    ----------
+    function, gradient : str
+        What failed (``"batchnorm_backward"``, ``"dx"``).
+    outcome : Outcome
+        The failing case; its ``details`` may hold ``got`` and the reference
+        arrays, a ``context`` for the hints, ``extra_hints`` and a ``note``.
+    settings : Settings
+        For the seed and the reproduce command.
+    """
+    gradient = outcome.details.get("name", gradient)  # a family row ("W") names its member ("W2")
+    failing = [name for name in _PREFERENCE if name in outcome.comparisons and not outcome.comparisons[name].passed]
+    reference = failing[0] if failing else next(iter(outcome.comparisons))
+    comparison = outcome.comparisons[reference]
+    details = outcome.details
+    got, expected = details.get("got"), details.get(reference)
+    # The hints of the specific check (running averages, dropout's scale, ...) know more than the patterns.
+    found = list(details.get("extra_hints", []))
+    if got is not None and expected is not None and np.shape(got) == np.shape(expected):
+        found += [h for h in hints(got, expected, comparison.tolerance, details.get("context"), outcome.kind)
+                  if h not in found]
+    projection = outcome.mode == "fast" and reference == "numeric" and "numeric" not in details
+    where = (f"along random direction {comparison.worst_index[0]}" if projection and comparison.worst_index
+             else f"worst element {_index_text(gradient, comparison.worst_index)}")
+    shape = np.shape(got) if got is not None else ()
+    reproduce = settings.reproduce(function, outcome.case)
+    inputs = ", ".join(f"{name} {_shape_text(s)}" for name, s in outcome.shapes.items())
+    lines = [
+        f"{function}: {gradient} is wrong (compared with {details.get('reference_text', _REFERENCE_TEXT[reference])})",
+        f"  {gradient} has shape {_shape_text(shape)}; {where}: expected {_number(comparison.expected)}, "
+        f"got {_number(comparison.actual)} (tolerance {comparison.tolerance.atol:g} + "
+        f"{comparison.tolerance.rtol:g} x |expected|)",
+        f"  case {outcome.case}: {inputs}; seed {settings.seed}, {settings.dtype}",
+    ]
+    if details.get("note"):
+        lines.append(f"  {details['note']}")
+    lines += [f"  hint: {h}" for h in found]
+    lines.append(f"  reproduce: {reproduce}")
+    summary = f"{gradient} differs from {reference}"
+    if found:
+        summary += f": {found[0]}"
+    return {
+        "gradient": gradient,
+        "shape": list(shape),
+        "reference": reference,
+        "worst_index": [int(i) for i in comparison.worst_index],
+        "expected": _json_float(comparison.expected),
+        "got": _json_float(comparison.actual),
+        "case": outcome.case,
+        "seed": settings.seed,
+        "input_shapes": {name: list(s) for name, s in outcome.shapes.items()},
+        "hints": found,
+        "reproduce": reproduce,
+        "summary": summary,
+        "text": "\n".join(lines),
+    }
+
+
+_REFERENCE_TEXT = {
+    "autograd": "the autograd twin's gradient",
+    "numeric": "central differences of the twin",
+    "twin": "the twin's forward value",
+    "expected": "the value the definition gives",
+}
+
+
+def _json_float(value: float):
+    return float(value) if np.isfinite(value) else None
