@@ -273,3 +273,14 @@ def test_a_huge_allocation_is_an_error_under_the_memory_limit(tmp_path):
     message = next(c["message"] for c in doc["checks"] if c["function"] == "relu_backward")
     assert "MemoryError" in message and "memory limit is 1024 MB" in message and "hog.py line" in message
     assert json.loads(_verify(*argv, "--memory-limit", "0")[1])["functions"]["relu_backward"] == "pass"
+
+
+def test_a_correct_submission_passes_in_float32_through_its_runner(tmp_path):
+    # The losses return numpy float32 scalars; the channel once turned them into arrays of shape (1,).
+    path = _write(tmp_path, "layers", GOOD)
+    code, out, _ = _verify("--impl", str(path), "--dtype", "float32", "-k", "2", "--json",
+                           "--only", "affine_forward,affine_backward,svm_loss,softmax_loss,batchnorm_backward")
+    doc = json.loads(out)
+    assert {c["function"]: c["status"] for c in doc["checks"]} == dict.fromkeys(
+        ["affine_forward", "affine_backward", "svm_loss", "softmax_loss", "batchnorm_backward"], "pass"), out
+    assert code == 0

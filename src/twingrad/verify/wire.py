@@ -74,7 +74,8 @@ class Encoder:
         if isinstance(value, (np.ndarray, np.generic)):
             array = np.asarray(value)
             if array.dtype.kind in _NUMERIC_KINDS:
-                self.arrays.append(np.ascontiguousarray(array))
+                # not np.ascontiguousarray: it turns a 0-d array (a float32 loss) into shape (1,)
+                self.arrays.append(array if array.flags.c_contiguous else array.copy(order="C"))
                 tag = {"$a": len(self.arrays) - 1}
                 if not isinstance(value, np.ndarray):
                     tag["s"] = True
