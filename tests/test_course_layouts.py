@@ -167,3 +167,26 @@ def test_a_path_that_is_no_submission_is_one_line_and_exit_2(tmp_path, name, con
     path.write_bytes(content)
     code, out, err = _verify("--impl", str(path))
     assert code == 2 and message in err and "Traceback" not in out + err
+
+
+def test_an_error_raised_in_the_courses_ready_made_files_is_not_checked_not_the_students(tmp_path):
+    root = tmp_path / "frank"
+    shutil.copytree(COURSE / "2019", root)
+    package = root / "assignment2" / "cs231n"
+    with open(package / "fast_layers.py", "a") as handle:  # the starter's fast layers need the extension
+        handle.write("\n\ndef conv_forward_fast(x, w, b, conv_param):\n    return col2im_6d_cython(x, w)\n")
+    with open(package / "layer_utils.py", "a") as handle:
+        handle.write(
+            "\n\ndef conv_relu_forward(x, w, b, conv_param):\n"
+            "    a, conv_cache = conv_forward_fast(x, w, b, conv_param)\n"
+            "    out, relu_cache = relu_forward(a)\n"
+            "    return out, (conv_cache, relu_cache)\n"
+            "\n\ndef conv_relu_pool_forward(x, w, b, conv_param, pool_param):\n"
+            "    raise ValueError('my own mistake')\n")
+    code, out, _ = _verify("--impl", str(root), "--json", "-k", "2", "--sandbox", "none",
+                           "--only", "affine_relu_forward,conv_relu_forward,conv_relu_pool_forward")
+    checks = {c["function"]: c for c in json.loads(out)["checks"]}
+    assert checks["conv_relu_forward"]["status"] == "missing"
+    assert "fast_layers.py is the course's ready-made code" in checks["conv_relu_forward"]["message"]
+    assert checks["conv_relu_pool_forward"]["status"] == "error"  # raised in the student's own file
+    assert checks["affine_relu_forward"]["status"] == "pass"

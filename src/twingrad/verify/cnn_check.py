@@ -54,7 +54,7 @@ def _case(caller, parameters, settings, case, collector) -> None:
             raise UserError(f"ThreeLayerConvNet(...).params has keys {found}; expected the CS231n names "
                             f"{list(PARAMS)}")
         params = {name: _fresh(rng, name, np.shape(current[name]), settings.np_dtype) for name in PARAMS}
-        net = Net(model, caller, params)
+        net = Net(model, caller, params, function=FUNCTION)
         net.set_params(params)
         X = rng.normal(size=(int(rng.integers(2, 4)), *config["input_dim"])).astype(settings.np_dtype)
         y = rng.integers(0, config["num_classes"], size=X.shape[0])

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import signal
 import sys
 import tempfile
@@ -188,17 +189,31 @@ def grade_one(submission: Submission, settings, limits: Limits, box: sandbox.San
     return submission
 
 
-# Modules the course hands out ready-made (fast_layers.py needs its compiled extension): their errors
-# are not the student's, and are reported as not checked.
+# Files the course hands out ready-made (fast_layers.py needs its compiled extension, and the starter's
+# max_pool_forward_im2col calls an im2col it never imports): an error raised in them is not the student's.
 STARTER_ROLES = {"fast_layers"}
+STARTER_FILES = ("fast_layers.py", "im2col.py")
+_RAISED_IN_STARTER = re.compile(rf" at ({'|'.join(re.escape(f) for f in STARTER_FILES)}) line \d+")
 
 
 def _starter_code(name: str, records: list, settings) -> list:
-    if role_of(name) not in STARTER_ROLES or not any(r.status == "error" for r in records):
+    """Errors of the course's own code reported as not checked: every error of a function it defines, and
+    any other function's error raised inside one of its files (a conv_relu_forward calling the fast layers)."""
+    errors = [r for r in records if r.status == "error"]
+    if not errors:
         return records
-    message = next(r.message for r in records if r.status == "error")
-    return [function_record(name, "missing", f"not checked: {message} (fast_layers.py is the course's code; "
-                            "its compiled extension is probably not built here)", settings)]
+    if role_of(name) in STARTER_ROLES:
+        return [function_record(name, "missing", _not_checked(errors[0].message, "fast_layers.py"), settings)]
+    for record in errors:
+        raised_in = _RAISED_IN_STARTER.search(record.message or "")
+        if raised_in:
+            record.status, record.message = "missing", _not_checked(record.message, raised_in.group(1))
+    return records
+
+
+def _not_checked(message: str, file: str) -> str:
+    return (f"not checked: {message} ({file} is the course's ready-made code, not the student's; its compiled "
+            "extension is probably not built here)")
 
 
 def _untouched_is_missing(name: str, records: list, submission: Submission, settings) -> list:

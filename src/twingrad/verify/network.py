@@ -185,16 +185,17 @@ class Net:
     caller: object
     params: dict  #: name -> array, as set by the builder
     seed: int | None = None  #: the dropout seed, shared with the twin
+    function: str = FUNCTION  #: what messages call its loss (``ThreeLayerConvNet.loss``)
 
     def loss(self, X, y):
-        return self.caller.method(FUNCTION, self.model, "loss", X, y)
+        return self.caller.method(self.function, self.model, "loss", X, y)
 
     def scores(self, X):
         """The test-mode scores: ``loss(X)`` without labels."""
-        return self.caller.method(FUNCTION, self.model, "loss", X)
+        return self.caller.method(self.function, self.model, "loss", X)
 
     def set_params(self, params: dict) -> None:
-        self.caller.method(FUNCTION, self.model, "params.update", params)
+        self.caller.method(self.function, self.model, "params.update", params)
 
 
 def _twin_settings(arch: Architecture, net: Net) -> dict:
