@@ -207,3 +207,33 @@ def test_an_empty_slice_at_pad_zero_is_named(tmp_path):
                            "--sandbox", "none")
     message = next(c["message"] for c in json.loads(out)["checks"] if c["status"] == "error")
     assert "an empty slice" in message and "pad = 0" in message
+
+
+@pytest.mark.parametrize("convention, formula", [("drop", "= 1/p with p = "), ("keep", "= 1/(1 - p) with p = ")])
+def test_the_other_conventions_scale_is_named_with_the_p_the_code_was_given(tmp_path, convention, formula):
+    # A mask written for the other convention keeps the wrong fraction and scales by 1 / p_drop.
+    old = "        mask = (np.random.rand(*x.shape) >= p) / (1 - p)\n"
+    # good_layers.py treats p as the drop probability: checked in the keep convention, it is the other one.
+    new = "        mask = (np.random.rand(*x.shape) < p) / p\n" if convention == "drop" else old
+    doc = _graded(tmp_path, f"other_{convention}", old, new, "dropout_forward", "--dropout-convention", convention)
+    hints = [h for c in doc["checks"] if c["diagnosis"] for h in c["diagnosis"]["hints"]]
+    assert any(formula in h and "probability" in h for h in hints), hints
+
+
+def test_the_diagnosis_shows_the_case_furthest_outside_its_tolerance_and_names_the_nan_ones():
+    import numpy as np
+
+    from twingrad.gradcheck import compare, tolerance
+    from twingrad.verify.results import Collector, Outcome
+    from twingrad.verify.settings import Settings
+
+    tol = tolerance("exact", np.float64)
+    collector = Collector("rmsprop", Settings(cases=4))
+    expected = np.array([0.5, -0.25, 2.0])
+    # case 0: slightly off and the largest input; case 1: far off; case 2: NaN
+    for case, got, size in [(0, expected * (1 + 1e-3), 9), (1, expected * -30, 3), (2, expected * np.nan, 3)]:
+        collector.add("next_w", "state", Outcome("fail", {"expected": compare(got, expected, tol, "expected")}, case,
+                                                 {"w": (size,)}, details={"got": got, "expected": expected}))
+    (record,) = collector.records()
+    assert record.diagnosis["case"] == 1, record.diagnosis["text"]
+    assert "case 2 gave NaN or inf" in record.diagnosis["text"]

@@ -170,10 +170,22 @@ class Collector:
         )
         failing = [o for o in outcomes if o.status == "fail"]
         if failing:
-            # The largest failing case: the most data for the pattern hints.
-            shown = max(failing, key=lambda o: (_size(o.shapes), -o.case))
-            record.diagnosis = diagnose(self.function, gradient, shown, self.settings)
+            # The case furthest outside its tolerance, among those with finite values (a NaN case has no
+            # pattern to hint at); but the largest case when only it has the data for a hint.
+            worst = max(failing, key=lambda o: (_finite(o), _excess(o), _size(o.shapes), -o.case))
+            largest = max(failing, key=lambda o: (_finite(o), _size(o.shapes), -o.case))
+            shown, record.diagnosis = worst, diagnose(self.function, gradient, worst, self.settings)
+            if largest is not worst and not record.diagnosis["hints"]:
+                other = diagnose(self.function, gradient, largest, self.settings)
+                if other["hints"]:
+                    shown, record.diagnosis = largest, other
             record.message = record.diagnosis.get("summary")
+            non_finite = [o.case for o in failing if not _finite(o)]
+            if non_finite and _finite(shown):
+                line = (f"case{'s' if len(non_finite) > 1 else ''} {', '.join(map(str, non_finite))} "
+                        f"gave NaN or inf")
+                record.diagnosis["text"] += f"\n  {line}"
+                record.diagnosis["hints"].append(line)
         elif status == "kink":
             record.message = (f"finite differences straddled a non-differentiable point ({record.redraws} "
                               f"redraw{'s' if record.redraws != 1 else ''}); the analytic gradients agreed")
@@ -186,6 +198,23 @@ class Collector:
 
 def _finite_or_inf(value: float) -> float:
     return float(value) if np.isfinite(value) else float("inf")
+
+
+def _failing_comparison(outcome: Outcome):
+    return next((c for c in outcome.comparisons.values() if not c.passed), next(iter(outcome.comparisons.values())))
+
+
+def _excess(outcome: Outcome) -> float:
+    """How many times its tolerance the worst element of a failing outcome is off (inf for NaN)."""
+    c = _failing_comparison(outcome)
+    error = abs(c.actual - c.expected)
+    return float(error / c.tolerance.bound(c.expected)) if np.isfinite(error) else np.inf
+
+
+def _finite(outcome: Outcome) -> bool:
+    got = outcome.details.get("got")
+    values = got if got is not None else _failing_comparison(outcome).actual
+    return bool(np.all(np.isfinite(np.asarray(values, dtype=np.float64))))
 
 
 def _size(shapes: dict) -> int:

@@ -235,7 +235,8 @@ def _scale_hints(out, x, p_drop, settings) -> list[str]:
     if p_drop > 0 and np.isclose(c, 1.0 / p_drop):
         given = _user_param(settings, p_drop)["p"]
         other = "drop" if settings.keep_prob else "keep"
-        return [f"kept units are scaled by {c:.4g} = 1/(1 - p) with p = {given:g} given: p is used as the "
+        formula = "1/(1 - p)" if settings.keep_prob else "1/p"  # 1/p_drop, said with the p the code was given
+        return [f"kept units are scaled by {c:.4g} = {formula} with p = {given:g} given: p is used as the "
                 f"{other} probability (--dropout-convention {other} checks it that way)"]
     if np.isclose(c, keep):
         return [f"kept units are multiplied by {name} = {keep:.4g} instead of divided by it"]
