@@ -237,3 +237,15 @@ def test_the_diagnosis_shows_the_case_furthest_outside_its_tolerance_and_names_t
     (record,) = collector.records()
     assert record.diagnosis["case"] == 1, record.diagnosis["text"]
     assert "case 2 gave NaN or inf" in record.diagnosis["text"]
+
+
+@pytest.mark.parametrize("new, hint", [
+    ("    dx = np.reshape(dout.dot(w.T), newshape=x.shape)\n", "NumPy 2 removed reshape's newshape="),
+    ("    dx = dout.dot(w.T).reshape(x.shape).astype(np.float_)\n", "np.float_ was removed in NumPy 2: use np.float64"),
+    ("    dx = dout.dot(w.T).reshape(x.shape) * np.asscalar(np.ones(1))\n", "use a.item()"),
+])
+def test_code_written_for_numpy_1_is_told_what_numpy_2_removed(tmp_path, new, hint):
+    doc = _graded(tmp_path, "numpy1", "    dx = dout.dot(w.T).reshape(x.shape)\n", new,
+                  "affine_forward,affine_backward")
+    message = next(c["message"] for c in doc["checks"] if c["status"] == "error")
+    assert hint in message, message

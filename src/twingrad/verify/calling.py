@@ -31,6 +31,17 @@ PYTHON2_NAMES = {"xrange": "range", "unicode": "str", "raw_input": "input", "bas
                  "long": "int", "unichr": "chr", "reduce": "functools.reduce", "file": "open"}
 PYTHON2_METHODS = {"iteritems": "items", "itervalues": "values", "iterkeys": "keys", "has_key": "the in operator"}
 
+# What NumPy 2 removed that old solutions use, and what replaces it (NumPy's own message often
+# says so on a second line, which a one-line report would drop).
+NUMPY2_REMOVED = {"float": "float", "int": "int", "bool": "bool", "object": "object", "complex": "complex",
+                  "str": "str", "long": "int", "unicode": "str", "asscalar": "a.item()", "product": "np.prod",
+                  "cumproduct": "np.cumprod", "in1d": "np.isin", "trapz": "np.trapezoid", "msort": "np.sort(a, axis=0)",
+                  "NaN": "np.nan", "Inf": "np.inf", "NINF": "-np.inf", "PINF": "np.inf", "infty": "np.inf",
+                  "float_": "np.float64", "complex_": "np.complex128", "alltrue": "np.all", "sometrue": "np.any",
+                  "round_": "np.round", "pad": "np.pad", "mat": "np.asmatrix", "find_common_type": "np.result_type"}
+_NUMPY_ATTRIBUTE = re.compile(r"module '(numpy(?:\.\w+)*)' has no attribute '(\w+)'|`(np)\.(\w+)` was removed")
+_NEWSHAPE = "unexpected keyword argument 'newshape'"
+
 # Constructs that are Python 2 only; a SyntaxError plus one of these reads as Python 2 code.
 _PYTHON2_PATTERNS = [
     (re.compile(r"^\s*print\s+[^\s(=.,)\[]"), "a print statement"),
@@ -74,6 +85,20 @@ def python2_hint_for(type_name: str, name) -> str:
     return ""
 
 
+def numpy2_hint(type_name: str, message: str) -> str:
+    """' (np.float was removed in NumPy 2: use float)' when ``message`` is about such a name, else ''."""
+    if type_name == "AttributeError":
+        found = _NUMPY_ATTRIBUTE.search(message)
+        if found:
+            module, name = (found.group(1), found.group(2)) if found.group(1) else (found.group(3), found.group(4))
+            if name in NUMPY2_REMOVED:
+                qualified = f"{module.replace('numpy', 'np', 1)}.{name}"
+                return f" ({qualified} was removed in NumPy 2: use {NUMPY2_REMOVED[name]})"
+    if type_name == "TypeError" and _NEWSHAPE in message:
+        return " (NumPy 2 removed reshape's newshape=: pass the shape positionally)"
+    return ""
+
+
 def exception_info(exc: BaseException, path: str | None) -> dict:
     """What the runner reports of an exception, from an exception raised in this process."""
     target = os.path.realpath(path) if path else None
@@ -94,7 +119,7 @@ def describe_error(function: str, info: dict, memory_limit_mb: int | None = None
     message = str(info.get("message", "")).strip()
     text = message.splitlines()[0][:300] if message else ""
     result = f"{function} raised {type_name}{': ' + text if text else ''}"
-    result += python2_hint_for(type_name, info.get("name"))
+    result += python2_hint_for(type_name, info.get("name")) + numpy2_hint(type_name, message)
     frames = info.get("frames")
     if isinstance(frames, list) and frames and isinstance(frames[-1], list) and len(frames[-1]) == 3:
         file, line, code = frames[-1]
@@ -357,7 +382,7 @@ def import_paragraph(path: str, info: dict, source: str = "") -> str:
     message = str(info.get("message", "")).strip()
     text = message.splitlines()[0][:300] if message else ""
     result = (f"Cannot import {path}: {type_name}{where}{': ' + text if text else ''}"
-              f"{python2_hint_for(type_name, info.get('name'))}.")
+              f"{python2_hint_for(type_name, info.get('name'))}{numpy2_hint(type_name, message)}.")
     if type_name == "ModuleNotFoundError" and info.get("name"):
         result += (f" The module {info['name']!r} is not installed here: install it, or remove the import if the "
                    "checked functions do not need it.")

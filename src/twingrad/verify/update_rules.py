@@ -223,6 +223,7 @@ def _step_hints(name, got, context, tol) -> list[str]:
                         "epsilon is inside the square root: m_hat / (sqrt(v_hat) + eps)")]
         if t > 0:
             candidates += [(w - lr * (m / (1 - b1**t)) / (np.sqrt(v / (1 - b2**t)) + eps),
-                            "t is increased after the bias correction: increase it first (the first step has t = 1)")]
+                            "the bias correction uses the old t: increase t first (the first step has t = 1), "
+                            "and store it back in config")]
     got = np.asarray(got, np.float64)
     return [text for model, text in candidates if tol.fits(got, model)][:1]
