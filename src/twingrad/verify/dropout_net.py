@@ -82,17 +82,17 @@ def _case(builder: Builder, settings, case: int, collector: Collector) -> None:
         raise UserError(f"FullyConnectedNet.loss returned grads as {calling.describe_value(grads)}; expected a dict")
     no_dropout = twin_loss(params, X, y, normalization=None, dropout=0.0, seed=None, reg=arch.reg, eps=1e-5)
     same = compare(again, loss, exact, "expected")
-    note = where
+    details = {"got": loss, "expected": again, "note": where,
+               "reference_text": "the same call again, and the same weights without dropout"}
     if not same.passed:
-        note = (f"two calls of loss with the same seed gave different values: the dropout masks must come from "
-                f"dropout_param['seed'] ({where})")
+        details["finding"] = (f"  two calls of loss with the same seed gave {float(loss):.7g} and {float(again):.7g}: "
+                              "the dropout masks must come from dropout_param['seed']")
     elif compare(loss, no_dropout, exact, "twin").passed:
         same = Comparison("expected", 0.0, 0.0, (), float(no_dropout), float(loss), exact, False)
-        note = f"with dropout on, the train-mode loss equals the loss without dropout: no unit was dropped ({where})"
+        details["finding"] = (f"  with dropout on, the train-mode loss ({float(loss):.7g}) equals the loss without "
+                              "dropout: no unit was dropped")
     collector.add("loss", "forward", Outcome("pass" if same.passed else "fail", {"expected": same}, case, shapes,
-                                             details={"got": loss, "expected": again, "note": note,
-                                                      "reference_text": "the same call again, and the net "
-                                                                        "without dropout"}))
+                                             details=details))
 
     scores = calling.array(FUNCTION, "scores (test mode)", net.scores(X), (arch.batch, arch.num_classes))
     twin_scores, _ = twin_forward(params, X, normalization=None, dropout=0.0, seed=None, eps=1e-5)

@@ -272,6 +272,8 @@ def diagnose(function: str, gradient: str, outcome: Outcome, settings) -> dict:
     inputs = ", ".join(f"{name} {_shape_text(s)}" for name, s in outcome.shapes.items())
     lines = [
         f"{function}: {gradient} is wrong (compared with {details.get('reference_text', _REFERENCE_TEXT[reference])})",
+        # a check that is not a comparison of values (dropout never applied) says what it saw instead
+        details.get("finding") or
         f"  {gradient} has shape {_shape_text(shape)}; {where}: expected {_number(comparison.expected)}, "
         f"got {_number(comparison.actual)} (tolerance {comparison.tolerance.atol:g} + "
         f"{comparison.tolerance.rtol:g} x |expected|)",
