@@ -102,7 +102,9 @@ def _case(builder: Builder, settings, case: int, collector: Collector) -> None:
         details={"got": scores, "twin": np.asarray(twin_scores), "note": f"test mode, where dropout is off ({where})"}))
 
     for name in names:
-        got = calling.array(FUNCTION, f"grads[{name!r}]", grads.get(name), params[name].shape)
+        if grads.get(name) is None:
+            raise UserError(f"{FUNCTION}: grads has no {name!r} (with dropout on, {where})")
+        got = calling.array(FUNCTION, f"grads[{name!r}]", grads[name], params[name].shape)
         comparison = _own_loss_projections(net, X, y, params, name, got, rng)
         collector.add(name.rstrip("0123456789"), "gradient", Outcome(
             "pass" if comparison.passed else "fail", {"numeric": comparison}, case, shapes, "fast",
