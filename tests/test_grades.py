@@ -404,7 +404,7 @@ def test_the_documented_rubric_reads_with_twingrad_s_function_names(tmp_path):
     text = (Path(__file__).parent.parent / "docs" / "grading.md").read_text()
     (tmp_path / "rubric.toml").write_text(text.split("```toml\n")[1].split("```")[0])
     rubric = load_rubric(str(tmp_path / "rubric.toml"), function_names())
-    assert sum(item.points for item in rubric.items) == 18  # as its first line says
+    assert sum(item.points for item in rubric.items) == 20  # as its first line says
 
 
 # -- documents with the fields the grader rewrite adds ---------------------------------------------
@@ -591,3 +591,25 @@ def test_run_autograder_without_a_layers_file_tells_the_student(tmp_path):
     run, results = _autograder(tmp_path, {"README.txt": "forgot my code", "a.py": "", "b.py": ""})
     assert run.returncode == 0, run.stderr
     assert results["score"] == 0.0 and "No layers.py" in results["output"]
+
+
+def test_the_default_rubric_leaves_out_what_no_submission_was_asked_to_write():
+    from twingrad.grades.scoring import grade_document
+
+    def sub(name, **functions):
+        checks = [{"function": f, "configuration": None, "status": status, "message": message}
+                  for f, (status, message) in functions.items()]
+        return {"name": name, "status": "fail", "functions": {f: s for f, (s, _) in functions.items()},
+                "checks": checks}
+
+    undefined, course_code = ("missing", "not defined"), ("missing", "not checked: raised in fast_layers.py")
+    doc = {"submissions": [
+        sub("ann", affine_forward=("pass", None), svm_loss=("pass", None), affine_bn_relu_forward=undefined,
+            conv_relu_forward=course_code, dropout_forward=("missing", "not implemented yet: its TODO blocks are empty")),
+        sub("bob", affine_forward=("fail", "dx"), svm_loss=undefined, affine_bn_relu_forward=undefined,
+            conv_relu_forward=course_code, dropout_forward=("pass", None)),
+    ]}
+    book = grade_document(doc)
+    assert book.keys == ["affine_forward", "svm_loss", "dropout_forward"]
+    ann, bob = book.submissions
+    assert (ann.points, ann.max_points) == (2.0, 3.0) and (bob.points, bob.max_points) == (1.0, 3.0)

@@ -70,11 +70,23 @@ def submissions_of(doc: dict) -> list[dict]:
 
 
 def checked_functions(doc: dict, known_functions=None) -> list[str]:
-    """The functions this run checked, in order: ``--only``'s, then every submission's; else ``known_functions``."""
-    found = list((doc.get("settings") or {}).get("only") or [])
+    """The functions this run graded, in order: ``--only``'s; else every function some submission has
+    (one that no submission defines, or only the course's ready-made code does, is not part of this
+    assignment's year: ``affine_bn_relu_forward`` where students name their own); else ``known_functions``."""
+    only = list((doc.get("settings") or {}).get("only") or [])
+    if only:
+        return only
+    found: list[str] = []
     for sub in submissions_of(doc):
         found += [name for name in (sub.get("functions") or {}) if name not in found]
-    return found or list(known_functions or [])
+    return [name for name in found if any(_has(sub, name) for sub in submissions_of(doc))] or list(known_functions or [])
+
+
+def _has(sub: dict, function: str) -> bool:
+    """Whether ``sub`` has the function, as its own code (not 'not defined', not the course's 'not checked')."""
+    checks = [c for c in sub.get("checks") or [] if c.get("function") == function]
+    return any(c.get("status") != "missing" or not str(c.get("message") or "").startswith(("not defined", "not checked"))
+               for c in checks)
 
 
 def grade_document(doc: dict, rubric: Rubric | None = None, known_functions=None) -> Gradebook:
