@@ -44,8 +44,8 @@ def scale_layer(monkeypatch):
     module = types.ModuleType("twingrad.scale_layer")
     module.scale_forward, module.scale_backward = scale_forward, scale_backward
     monkeypatch.setitem(sys.modules, "twingrad.scale_layer", module)
-    spec = LayerSpec("scale", "scale_forward", "scale_backward", "scale_layer", lambda x, w: x * w,
-                     ("x", "w"), ("x", "w"), _sample)
+    spec = LayerSpec(name="scale", forward="scale_forward", backward="scale_backward", module="scale_layer",
+                     twin=lambda x, w: x * w, args=("x", "w"), wrt=("x", "w"), sample=_sample)
     monkeypatch.setitem(REGISTRY, "scale", spec)
     return module, spec
 
