@@ -216,3 +216,70 @@ def test_file_names_are_shown_with_control_characters_escaped(tmp_path):
     code, out, err = _verify("--impl", str(tmp_path), "-k", "1", "--only", ONLY, "--sandbox", "none")
     assert "\x1b" not in out + err and "\x07" not in out + err and "\r" not in out + err
     assert "clear\\x1b[2J\\rscreen.py" in out and "broken\\x07.py" in out
+
+
+# A net that writes into the dict the judge hands its params.update() (it spots the runner's attribute
+# walk on its stack): small weights and large biases put every ReLU in its linear part, where a backward
+# without the ReLU mask agrees with the twin, if the judge took the steered weights as its own.
+STEER_THE_WEIGHTS = '''
+import sys as _sys
+
+
+class _Steering:
+    def __init__(self, params):
+        self.params = params
+
+    def update(self, other):
+        for key in list(other):
+            if key.startswith("W"):
+                other[key] = other[key] * 0.05
+            elif key.startswith(("b", "beta")):
+                other[key] = other[key] + 6.0
+            elif key.startswith("gamma"):
+                other[key] = np.ones_like(other[key])
+        self.params.update(other)
+
+
+def _steered(self):
+    if "params.update" in repr(list(_sys._getframe(1).f_locals.values()))[:5000]:
+        return _Steering(self._params)
+    return self._params
+
+
+def _set(self, value):
+    self._params = value
+'''
+
+
+def test_a_net_that_writes_into_the_judges_weights_changes_nothing(tmp_path):
+    root = tmp_path / "steer"
+    shutil.copytree(FIXTURES / "course" / "2019", root)
+    package = root / "assignment2" / "cs231n"
+    utils = package / "layer_utils.py"
+    utils.write_text(utils.read_text().replace("    da = relu_backward(dout, relu_cache)\n    return affine_backward(da,",
+                                               "    return affine_backward(dout,"))  # no ReLU mask: wrong
+    fc_net = package / "classifiers" / "fc_net.py"
+    text = fc_net.read_text().replace("\n\nclass FullyConnectedNet", STEER_THE_WEIGHTS + "\n\nclass FullyConnectedNet")
+    fc_net.write_text(text + "\n\nFullyConnectedNet.params = property(_steered, _set)\n")
+    code, out, _ = _verify("--impl", str(root), "--json", "-k", "2", "--only", "FullyConnectedNet.loss",
+                           "--sandbox", "none")
+    checks = json.loads(out)["checks"]
+    plain = {c["gradient"]: c["status"] for c in checks if c["configuration"] == "plain"}
+    assert plain["W"] == "fail" and code == 1, plain
+
+
+def test_a_backward_that_fakes_float32_noise_at_the_rerun_still_fails(tmp_path):
+    # In float32 the judge reruns the hand pass at inputs one ulp away to measure its rounding; this
+    # affine_backward returns db = 0, and a huge jump at the rerun, to have its tolerance widened.
+    source = (FIXTURES / "good_layers.py").read_text()
+    source = source.replace("    db = np.sum(dout, axis=0)\n",
+                            "    db = np.zeros(w.shape[1], dtype=dout.dtype)\n"
+                            "    if any(s.shape == x.shape and np.allclose(s, x, rtol=1e-6, atol=0) and not np.array_equal(s, x)\n           for s in SEEN):\n"
+                            "        db = db + np.float32(1e6)\n"
+                            "    SEEN.append(np.array(x))\n", 1)
+    path = tmp_path / "noisy.py"
+    path.write_text("SEEN = []\n" + source)
+    code, out, _ = _verify("--impl", str(path), "--json", "-k", "3", "--dtype", "float32", "--sandbox", "none",
+                           "--only", "affine_forward,affine_backward")
+    db = next(c for c in json.loads(out)["checks"] if c["gradient"] == "db")
+    assert db["status"] == "fail", db

@@ -38,6 +38,7 @@ class Normalization(NamedTuple):
     backward: Callable  #: (dout, cache, input_grad) -> (dx, dW, db[, dgamma, dbeta])
     twin: Callable | None  #: (a, gamma, beta, eps) -> normalized a; None: no normalization
     param: Callable | None  #: a fresh bn_param / ln_param
+    axis: int | None = None  #: the axis its statistics are taken over: 0 over the batch, 1 over the features
 
 
 # The one place a normalization is chosen, for the hand net and its twin alike. The sandwiches are looked
@@ -45,9 +46,9 @@ class Normalization(NamedTuple):
 NORMALIZERS = {
     None: Normalization(lambda *a: affine_relu_forward(*a), lambda *a, **k: affine_relu_backward(*a, **k), None, None),
     "batchnorm": Normalization(lambda *a: affine_bn_relu_forward(*a), lambda *a, **k: affine_bn_relu_backward(*a, **k),
-                               F.batchnorm, lambda: {"mode": "train"}),
+                               F.batchnorm, lambda: {"mode": "train"}, axis=0),
     "layernorm": Normalization(lambda *a: affine_ln_relu_forward(*a), lambda *a, **k: affine_ln_relu_backward(*a, **k),
-                               F.layernorm, dict),
+                               F.layernorm, dict, axis=1),
 }
 NORMALIZATIONS = tuple(NORMALIZERS)
 DTYPES = (np.dtype(np.float32), np.dtype(np.float64))

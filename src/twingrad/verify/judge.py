@@ -26,12 +26,12 @@ import time
 import traceback
 from concurrent.futures import ThreadPoolExecutor
 
-from . import sandbox
+from . import network, sandbox
 from .functions import FUNCTIONS, check_one, role_of, selected_functions
 from .calling import import_paragraph
 from .remote import Channel, RemoteCaller, RunnerLost
 from .results import function_record
-from .stateful import detect_dropout_convention
+from .stateful import DROPOUT_FORWARD, detect_dropout_convention
 from .submissions import Submission, printable, untouched
 
 RUNNER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "runner.py")
@@ -234,11 +234,13 @@ def _dropout_convention(submission: Submission, session: _Session, settings, lim
     if settings.dropout_convention != "auto":
         submission.dropout_convention = settings.dropout_convention
         return settings
-    if not {"dropout_forward", "dropout_backward", "FullyConnectedNet.loss"} & set(selected_functions(settings)):
+    # the functions of the layers whose registry entry draws a random mask, and the net that uses them
+    dropout = {name for name, fn in FUNCTIONS.items() if "dropout_mask" in fn.spec.diagnoses}
+    if not (dropout | {network.FUNCTION}) & set(selected_functions(settings)):
         return settings  # nothing checked depends on it
     caller = session.caller
     found, seen = None, "no dropout_forward"
-    if caller.has("dropout_forward"):
+    if caller.has(DROPOUT_FORWARD):
         caller.deadline = min(time.monotonic() + limits.timeout, deadline)
         found, seen = detect_dropout_convention(caller)
         if caller.lost is not None:  # it hangs or crashes: its own check will say so

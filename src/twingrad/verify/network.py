@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 from tqdm import tqdm
 
-from ..fc_net import FullyConnectedNet, twin_forward, twin_loss
+from ..fc_net import NORMALIZERS, FullyConnectedNet, twin_forward, twin_loss
 from ..gradcheck import compare, tolerance
 from . import calling
 from .calling import Caller, UserError
@@ -67,7 +67,7 @@ def parse_architecture(text: str) -> Architecture:
     fields: dict = {}
     for option in options:
         key, _, value = option.partition("=")
-        if option in ("batchnorm", "layernorm"):
+        if option in NORMALIZERS and option is not None:
             fields["normalization"] = option
         elif key in _RANGES and value:
             kind, low, high, allowed = _RANGES[key]
@@ -87,6 +87,10 @@ def parse_architecture(text: str) -> Architecture:
 _RANGES = {"dropout": (float, 0.0, 1.0, "a drop probability in [0, 1)"),
            "reg": (float, 0.0, 1e6, "a number in [0, 1e6]"),
            "batch": (int, 2, 100_000, "an integer in [2, 100000] (batch norm needs 2)")}
+
+
+# The 2016-17 starters chose a normalization by a flag of its own, before normalization= existed.
+_OLD_KEYWORDS = {"batchnorm": "use_batchnorm"}
 
 
 class Builder:
@@ -114,7 +118,7 @@ class Builder:
             return True
         if "normalization" in self.parameters:
             return True
-        return normalization == "batchnorm" and "use_batchnorm" in self.parameters
+        return _OLD_KEYWORDS.get(normalization) in self.parameters
 
     def __call__(self, arch: Architecture, rng: np.random.Generator, dtype) -> tuple:
         """A net with He-scaled random weights (and random gamma, beta, b), a batch and labels."""
@@ -139,7 +143,7 @@ class Builder:
             else:
                 fresh = 0.3 * rng.normal(size=shape)
             params[name] = fresh.astype(dtype)
-        self.caller.method(FUNCTION, model, "params.update", params)
+        Net(model, self.caller, params).set_params(params)
         X = rng.normal(size=(arch.batch, arch.input_dim)).astype(dtype)
         y = rng.integers(0, arch.num_classes, size=arch.batch)
         seed = getattr(model, "seed", None) if not self.student and arch.dropout else None
@@ -149,8 +153,8 @@ class Builder:
         kwargs = {k: v for k, v in kwargs.items() if k in self.parameters}
         if arch.normalization and "normalization" in self.parameters:
             kwargs["normalization"] = arch.normalization
-        elif arch.normalization == "batchnorm":
-            kwargs["use_batchnorm"] = True
+        elif arch.normalization in _OLD_KEYWORDS:
+            kwargs[_OLD_KEYWORDS[arch.normalization]] = True
         for name, value in (("dropout", self.keep if self.keep_prob else 1.0 - self.keep),
                             ("dropout_keep_ratio", self.keep)):
             if name in self.parameters:
@@ -195,7 +199,9 @@ class Net:
         return self.caller.method(self.function, self.model, "loss", X)
 
     def set_params(self, params: dict) -> None:
-        self.caller.method(self.function, self.model, "params.update", params)
+        # A copy: a runner mirrors back what the submission writes into a dict it is given (running
+        # averages), and its params.update may write into its argument. The judge's weights are its own.
+        self.caller.method(self.function, self.model, "params.update", dict(params))
 
 
 def _twin_settings(arch: Architecture, net: Net) -> dict:
@@ -209,7 +215,7 @@ def well_conditioned(arch: Architecture, net: Net, X) -> bool:
     settings = {k: v for k, v in _twin_settings(arch, net).items() if k != "reg"}
     params = {k: np.asarray(net.params[k], np.float64) for k in _param_names(arch)}
     _, trace = twin_forward(params, X.astype(np.float64), **settings)
-    axis = 0 if arch.normalization == "batchnorm" else 1
+    axis = NORMALIZERS[arch.normalization].axis
     return all(a.shape[axis] < 2 or np.var(a, axis=axis).min() > 1e-3 for a in trace.pre_norm)
 
 

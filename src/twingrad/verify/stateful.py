@@ -19,6 +19,7 @@ from .results import Outcome
 
 # The keep-fraction check draws this many units: 6 standard deviations of the
 # binomial fraction are then below 0.01, tight enough to tell p from 1 - p.
+DROPOUT_FORWARD = "dropout_forward"  #: the course's name of the function whose convention is detected
 _DROPOUT_SHAPE = (200, 500)
 _DROPOUT_PROBS = (0.25, 0.5, 0.75)
 
