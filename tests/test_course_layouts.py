@@ -190,3 +190,16 @@ def test_an_error_raised_in_the_courses_ready_made_files_is_not_checked_not_the_
     assert "fast_layers.py is the course's ready-made code" in checks["conv_relu_forward"]["message"]
     assert checks["conv_relu_pool_forward"]["status"] == "error"  # raised in the student's own file
     assert checks["affine_relu_forward"]["status"] == "pass"
+
+
+def test_a_normalization_built_under_the_wrong_names_is_an_error_not_unsupported(tmp_path):
+    root = tmp_path / "gina"
+    shutil.copytree(COURSE / "2019", root)
+    _edit(root / "assignment2" / "cs231n" / "classifiers" / "fc_net.py",
+          "            if normalization is not None and i < self.num_layers - 1:",
+          "            if normalization is not None and i > 0:")  # gamma2 ... on the wrong layers
+    code, out, _ = _verify("--impl", str(root), "--json", "-k", "2", "--sandbox", "none",
+                           "--only", "FullyConnectedNet.loss")
+    statuses = {c["configuration"]: c["status"] for c in json.loads(out)["checks"]}
+    assert statuses["batchnorm"] == "error" and statuses["layernorm"] == "error", statuses
+    assert statuses["plain"] == "pass"

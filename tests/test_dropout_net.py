@@ -51,7 +51,7 @@ def test_a_correct_net_passes_with_dropout_in_either_convention(tmp_path, year):
 def test_a_forgotten_dropout_backward_fails_the_weights_only_with_dropout_on(tmp_path):
     records, others = _dropout_records(tmp_path, edits=[(DROPOUT_BACKWARD, "")])
     assert records["W"]["status"] == "fail" and records["loss"]["status"] == "pass"
-    assert "own loss" in records["W"]["diagnosis"]["text"]
+    assert "autograd twin" in records["W"]["diagnosis"]["text"]
     assert others == {"pass"}  # the configurations without dropout cannot see it
 
 
@@ -65,7 +65,7 @@ def test_dropout_that_is_never_applied_fails_the_loss(tmp_path):
     records, _ = _dropout_records(tmp_path, edits=[(DROPOUT_FORWARD, ""), (DROPOUT_BACKWARD, "")])
     assert records["loss"]["status"] == "fail"
     assert "no unit was dropped" in records["loss"]["diagnosis"]["text"]
-    assert records["W"]["status"] == "pass"  # its gradients are still those of its own loss
+    assert records["W"]["status"] == "fail"  # the gradients of a net without its masks
 
 
 def test_masks_that_ignore_the_seed_are_reported(tmp_path):
@@ -73,3 +73,67 @@ def test_masks_that_ignore_the_seed_are_reported(tmp_path):
                                                     "                pass\n")])
     assert records["loss"]["status"] == "fail"
     assert "with the same seed gave" in records["loss"]["diagnosis"]["text"]
+
+
+SCORES = "        scores, last_cache = affine_forward(out, self.params['W%d' % L], self.params['b%d' % L])\n"
+SOFTMAX = "        loss, dscores = softmax_loss(scores, y)\n"
+
+
+@pytest.mark.parametrize("name, edits", [
+    # dropout on the scores too, forward and backward: a consistent net, but not the course's
+    ("scores", [(SOFTMAX, "        if self.use_dropout:\n            scores, score_cache = dropout_forward(scores, "
+                          "self.dropout_param)\n" + SOFTMAX + "        if self.use_dropout:\n            dscores = "
+                          "dropout_backward(dscores, score_cache)\n")]),
+    # a loss that only moves when dropout is on
+    ("shifted", [(SOFTMAX, SOFTMAX + "        loss += 1.0 if self.use_dropout else 0.0\n")]),
+    # the last layer's dropout cache used for every layer
+    ("one_cache", [("            cache, drop_cache = caches[i - 1]\n",
+                    "            cache, drop_cache = caches[i - 1][0], caches[-1][1]\n")]),
+])
+def test_a_net_whose_loss_is_not_that_of_its_own_masks_is_not_passed(tmp_path, name, edits):
+    records, _ = _dropout_records(tmp_path, edits=edits)
+    assert {r["status"] for r in records.values()} - {"pass"}, (name, records)
+    assert "pass" != records.get("loss", {"status": "error"})["status"], name
+
+
+def test_gradients_made_up_to_match_a_made_up_loss_are_not_passed(tmp_path):
+    # After its first call the net answers L0 + <g, p - p0> for a g of its choosing: central differences
+    # of that loss agree with g exactly, but the twin with its masks does not.
+    fake = (
+        "        if self.use_dropout:\n"
+        "            flat = np.concatenate([v.ravel() for k, v in sorted(self.params.items())])\n"
+        "            if not hasattr(self, '_first'):\n"
+        "                self._first = (loss, flat)\n"
+        "            loss0, flat0 = self._first\n"
+        "            loss = loss0 + 0.123 * float(np.sum(flat - flat0))\n"
+        "            return loss, {k: np.full_like(v, 0.123) for k, v in self.params.items()}\n")
+    records, _ = _dropout_records(tmp_path, edits=[(SOFTMAX, SOFTMAX + fake)])
+    assert records["W"]["status"] == "fail" and records["loss"]["status"] == "fail"
+
+
+@pytest.mark.parametrize("signature", ["dropout_keep_ratio", "dropout"])
+def test_a_net_whose_dropout_forward_is_still_the_template_is_missing_with_dropout_not_an_error(tmp_path, signature):
+    # The convention cannot be probed (dropout_forward raises): the net's signature tells it, by the
+    # 2020 keyword or by the 2018-19 default dropout=1 (the keep ratio of a net without dropout).
+    root = tmp_path / "student"
+    shutil.copytree(COURSE / "2019", root)
+    if signature == "dropout":
+        fc_net = root / FC_NET
+        fc_net.write_text(fc_net.read_text().replace("dropout_keep_ratio", "dropout"))
+    layers = root / "assignment2" / "cs231n" / "layers.py"
+    text = layers.read_text()
+    template = ("    mask = None\n    out = None\n    if mode == 'train':\n"
+                "        # TODO: Implement training phase forward pass for inverted dropout.\n"
+                "        pass\n        # END OF YOUR CODE\n    else:\n        out = x\n")
+    old = ("    mask = None\n    if mode == 'train':\n        mask = (np.random.rand(*x.shape) < p) / p\n"
+           "        out = x * mask\n    else:\n        out = x\n")
+    assert text.count(old) == 1
+    layers.write_text(text.replace(old, template))
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
+        main(["verify", "--impl", str(root), "--only", "FullyConnectedNet.loss", "-k", "2", "--json",
+              "--sandbox", "none"])
+    checks = json.loads(out.getvalue())["checks"]
+    dropout = [c for c in checks if c["configuration"] == "dropout"]
+    assert [c["status"] for c in dropout] == ["missing"] and "not implemented yet" in dropout[0]["message"]
+    assert {c["status"] for c in checks if c["configuration"] == "plain"} == {"pass"}  # keep convention found

@@ -171,6 +171,14 @@ class Caller:
         except (TypeError, ValueError):
             return set()
 
+    def defaults(self, name: str) -> dict:
+        """The parameters of ``name`` whose default is a plain number or bool, with it."""
+        try:
+            parameters = inspect.signature(getattr(self.module, name)).parameters
+        except (TypeError, ValueError):
+            return {}
+        return {n: p.default for n, p in parameters.items() if type(p.default) in (int, float, bool)}
+
     def seed_global(self, seed: int) -> None:
         np.random.seed(seed)
 

@@ -1,34 +1,43 @@
-"""A student's FullyConnectedNet with dropout on: what can be checked without a twin.
+"""A student's FullyConnectedNet with dropout on: its masks rebuilt with its own dropout_forward.
 
-A student's masks come from their own ``dropout_forward`` and generator,
-which twingrad cannot replay, so the net has no twin in train mode. What the
-course's own notebook relies on can still be checked, strictly:
+A student's masks come from their own ``dropout_forward`` and generator. With
+a seed, the course's ``dropout_forward`` draws the same mask for the same
+shape every time, so the judge rebuilds each hidden layer's mask by calling
+the submission's ``dropout_forward`` on ones of that layer's shape with the
+net's own ``dropout_param``: the twin with those masks is then the loss the
+net must compute, and its gradients are checked three ways like any other
+configuration's (autograd and central differences of that twin).
 
-- with ``seed``, the masks are fixed: the loss is the same twice;
-- dropout is applied in train mode (the loss differs from the same weights'
-  loss without dropout) and never in test mode (the scores are the twin's
-  without dropout);
-- the gradients are the derivatives of the net's own loss: central
-  differences along a random direction per parameter and case, in float64
-  whatever ``--dtype`` says (differences of a float32 loss are mostly noise).
+- the loss must be the same twice, and that of the rebuilt masks (a net that
+  never drops, drops the scores too, or mixes up its layers' caches is not);
+- test-mode scores must be the twin's without dropout;
+- where the masks cannot be rebuilt (no ``dropout_param`` on the net, a
+  ``dropout_forward`` that fails) the loss is a failure that says so, and
+  the gradients are still checked against central differences of the net's
+  own loss along a random direction per parameter.
 
-Each record carries ``configuration = "dropout"``.
+Float64 whatever ``--dtype`` says; at most :data:`CASES` cases, each with two
+hidden layers of different widths (so that one layer's mask or cache cannot
+stand in for another's). Each record carries ``configuration = "dropout"``.
 """
 
 from __future__ import annotations
 
+import autograd.numpy as anp
 import numpy as np
 
+from .. import functional as F
 from ..fc_net import twin_forward, twin_loss
 from ..gradcheck import STEPS, Comparison, compare, compare_projection, tolerance
 from . import calling
 from .calling import UserError
+from .engine import Case, check_case
 from .network import FUNCTION, Architecture, Builder, _param_names
 from .results import Collector, Outcome, Record, failure_record, function_record
 
 KEEP = 0.75  #: the fraction of units kept, in whichever convention the class takes it
 DIRECTIONS = 1  #: random directions per parameter and case
-CASES = 3  #: at most: each costs about 25 round trips to a runner
+CASES = 3  #: at most: each costs a few round trips to a runner (about 25 without the masks)
 CONFIGURATION = "dropout"
 _OWN_LOSS = "central differences of the net's own loss (its masks fixed by the seed)"
 
@@ -60,9 +69,10 @@ def _check(builder: Builder, settings) -> list[Record]:
 
 
 def _architecture(rng: np.random.Generator) -> Architecture:
-    # Wide enough (8 samples x 6+ units a layer) that keeping every unit by chance is below 1e-6.
-    depth = int(rng.integers(1, 3))
-    return Architecture(input_dim=int(rng.integers(3, 6)), hidden_dims=tuple(int(h) for h in rng.integers(6, 9, depth)),
+    # Two hidden layers of different widths; 8 samples x 6+ units a layer, so that keeping every unit by
+    # chance has a probability below 1e-6.
+    first = int(rng.integers(6, 9))
+    return Architecture(input_dim=int(rng.integers(3, 6)), hidden_dims=(first, first + int(rng.integers(1, 3))),
                         num_classes=int(rng.integers(2, 5)), reg=float(rng.choice([0.0, 0.1])), batch=8)
 
 
@@ -80,19 +90,25 @@ def _case(builder: Builder, settings, case: int, collector: Collector) -> None:
     loss, again = calling.array(FUNCTION, "loss", loss, ()), calling.array(FUNCTION, "loss", again, ())
     if not isinstance(grads, dict):
         raise UserError(f"FullyConnectedNet.loss returned grads as {calling.describe_value(grads)}; expected a dict")
-    no_dropout = twin_loss(params, X, y, normalization=None, dropout=0.0, seed=None, reg=arch.reg, eps=1e-5)
-    same = compare(again, loss, exact, "expected")
-    details = {"got": loss, "expected": again, "note": where,
-               "reference_text": "the same call again, and the same weights without dropout"}
-    if not same.passed:
+    masks, why = _rebuilt_masks(net, arch)
+    twin = _masked_twin(names, X, y, masks, arch.reg) if masks is not None else None
+    expected = float(twin(*params.values())) if twin else None
+    details = {"got": loss, "expected": np.float64(expected if twin else again), "note": where,
+               "reference_text": "the twin with the masks its own dropout_forward draws"}
+    comparison = compare(loss, expected if twin else again, exact, "expected")
+    if not compare(again, loss, exact, "expected").passed:
+        comparison = Comparison("expected", 0.0, 0.0, (), float(again), float(loss), exact, False)
         details["finding"] = (f"  two calls of loss with the same seed gave {float(loss):.7g} and {float(again):.7g}: "
                               "the dropout masks must come from dropout_param['seed']")
-    elif compare(loss, no_dropout, exact, "twin").passed:
-        same = Comparison("expected", 0.0, 0.0, (), float(no_dropout), float(loss), exact, False)
-        details["finding"] = (f"  with dropout on, the train-mode loss ({float(loss):.7g}) equals the loss without "
-                              "dropout: no unit was dropped")
-    collector.add("loss", "forward", Outcome("pass" if same.passed else "fail", {"expected": same}, case, shapes,
-                                             details=details))
+    elif twin is None:
+        comparison = Comparison("expected", 0.0, 0.0, (), float(loss), float(loss), exact, False)
+        details["finding"] = f"  its masks cannot be rebuilt: {why}"
+    elif not comparison.passed:
+        details["finding"] = (f"  the train-mode loss is {float(loss):.7g}; with the masks its dropout_forward draws "
+                              f"from the net's dropout_param it is {expected:.7g}"
+                              + _without_dropout(loss, params, X, y, arch))
+    collector.add("loss", "forward", Outcome("pass" if comparison.passed else "fail", {"expected": comparison}, case,
+                                             shapes, details=details))
 
     scores = calling.array(FUNCTION, "scores (test mode)", net.scores(X), (arch.batch, arch.num_classes))
     twin_scores, _ = twin_forward(params, X, normalization=None, dropout=0.0, seed=None, eps=1e-5)
@@ -104,11 +120,82 @@ def _case(builder: Builder, settings, case: int, collector: Collector) -> None:
     for name in names:
         if grads.get(name) is None:
             raise UserError(f"{FUNCTION}: grads has no {name!r} (with dropout on, {where})")
+    if twin is not None:
+        _three_ways(grads, params, twin, masks, X, rng, case, shapes, where, collector)
+        return
+    for name in names:
         got = calling.array(FUNCTION, f"grads[{name!r}]", grads[name], params[name].shape)
         comparison = _own_loss_projections(net, X, y, params, name, got, rng)
         collector.add(name.rstrip("0123456789"), "gradient", Outcome(
             "pass" if comparison.passed else "fail", {"numeric": comparison}, case, shapes, "fast",
             details={"got": got, "name": name, "note": where, "reference_text": _OWN_LOSS}))
+
+
+def _rebuilt_masks(net, arch: Architecture) -> tuple[list | None, str]:
+    """Each hidden layer's scaled mask, from the submission's dropout_forward on ones of the layer's shape
+    with the net's own dropout_param (train mode); or None and why not."""
+    caller = net.caller
+    param = caller.get(FUNCTION, net.model, "dropout_param")
+    if not isinstance(param, dict) or "seed" not in param:
+        return None, "the net has no dropout_param holding a seed (the course keeps it in self.dropout_param)"
+    if not caller.has("dropout_forward"):
+        return None, "the module defines no dropout_forward"
+    masks = []
+    for width in arch.hidden_dims:
+        ones = np.ones((arch.batch, width))
+        try:
+            out, _ = calling.pair("dropout_forward", caller("dropout_forward", ones, {**param, "mode": "train"}),
+                                  "(out, cache)")
+            masks.append(np.asarray(calling.array("dropout_forward", "out", out, ones.shape), np.float64))
+        except UserError as err:
+            return None, f"its dropout_forward fails on ones of shape {ones.shape}: {err.message}"
+    return masks, ""
+
+
+def _masked_twin(names: list, X, y, masks: list, reg: float):
+    """The net's loss as a pure function of its parameters, each hidden layer's ReLU output times its mask."""
+    X64 = np.asarray(X, np.float64)
+
+    def loss(*arrays):
+        p = dict(zip(names, arrays))
+        last = len(masks) + 1
+        h = X64
+        for i, mask in enumerate(masks, start=1):
+            h = F.relu(F.affine(h, p[f"W{i}"], p[f"b{i}"])) * mask
+        scores = F.affine(h, p[f"W{last}"], p[f"b{last}"])
+        return F.softmax_loss(scores, y) + 0.5 * reg * sum(anp.sum(p[f"W{i}"] ** 2) for i in range(1, last + 1))
+
+    return loss
+
+
+def _three_ways(grads, params, twin, masks, X, rng, case, shapes, where, collector) -> None:
+    names = list(params)
+    X64 = np.asarray(X, np.float64)
+
+    def kinks(*arrays):
+        p, h, found = dict(zip(names, arrays)), X64, []
+        for i, mask in enumerate(masks, start=1):
+            a = F.affine(h, p[f"W{i}"], p[f"b{i}"])
+            found.append(np.ravel(a))
+            h = np.maximum(a, 0) * mask
+        return np.concatenate(found)
+
+    def hand(dout):
+        return {k: (None if g is None else np.asarray(g) * dout) for k, g in grads.items()}
+
+    checked = Case(dict(params), twin, hand, {n: n for n in names}, kinks, name=FUNCTION)
+    _, outcomes = check_case(checked, rng, np.float64, "auto", dout=1.0)
+    for o in outcomes:
+        details = {**o.arrays, "name": o.gradient, "note": where, "context": {"N": X64.shape[0]}, "notes": o.notes}
+        collector.add(o.gradient.rstrip("0123456789"), "gradient", Outcome(o.status, o.comparisons, case, shapes,
+                                                                           o.mode, details=details))
+
+
+def _without_dropout(loss, params, X, y, arch) -> str:
+    plain = twin_loss(params, X, y, normalization=None, dropout=0.0, seed=None, reg=arch.reg, eps=1e-5)
+    if compare(loss, plain, tolerance("exact", np.float64), "twin").passed:
+        return ", and without dropout it is the same: no unit was dropped"
+    return ""
 
 
 def _own_loss_projections(net, X, y, params: dict, name: str, got: np.ndarray, rng) -> Comparison:

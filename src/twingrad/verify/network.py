@@ -163,6 +163,8 @@ class Builder:
         model = self.caller("FullyConnectedNet", list(arch.hidden_dims), **kwargs)
         params = self.caller.get(FUNCTION, model, "params")
         expected = _param_names(arch)
+        if isinstance(params, dict) and any(str(k).startswith(("gamma", "beta")) for k in params):
+            self.unsupported = False  # it builds a normalization, with the wrong names: an error, not missing
         if not isinstance(params, dict) or sorted(params) != sorted(expected):
             found = sorted(params) if isinstance(params, dict) else "no params dict"
             raise UserError(f"FullyConnectedNet({', '.join(f'{k}={v!r}' for k, v in kwargs.items())}).params has "

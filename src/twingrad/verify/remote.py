@@ -238,6 +238,14 @@ class RemoteCaller:
         names = self._request(name, {"op": "signature", "target": {"role": self.role_of(name), "attr": name}})
         return set(names) if isinstance(names, list) and all(isinstance(n, str) for n in names) else set()
 
+    def defaults(self, name: str) -> dict:
+        """The parameters of ``name`` whose default is a plain number or bool, with it."""
+        found = self._request(name, {"op": "signature", "target": {"role": self.role_of(name), "attr": name},
+                                     "defaults": True})
+        if not isinstance(found, dict):
+            return {}
+        return {k: v for k, v in found.items() if isinstance(k, str) and type(v) in (int, float, bool)}
+
     def seed_global(self, seed: int) -> None:
         self._pending["seed"] = int(seed)  # numpy's global seed, set in the runner before its next request
 
