@@ -77,6 +77,8 @@ def constant_factor(got, expected, tol, context) -> str | None:
 
 def zeros(got, expected, tol, context) -> str | None:
     if got.size and not np.any(got) and np.any(expected):
+        if context.get("kind", "gradient") != "gradient":
+            return "got is all zeros"  # a forward value: nothing to say about how gradients start
         return "got is all zeros: the gradient is never written (still the np.zeros_like it started as?)"
     return None
 
@@ -191,7 +193,7 @@ def hints(got: np.ndarray, expected: np.ndarray, tol: Tolerance, context: dict |
     for hint in HINTS:
         if kind != "gradient" and hint in GRADIENT_ONLY:
             continue
-        text = hint(got, expected, tol, context or {})
+        text = hint(got, expected, tol, {**(context or {}), "kind": kind})
         if text:
             found.append(text)
             if hint in (zeros, constant_factor, transposed, relu_mask):
