@@ -283,3 +283,17 @@ def test_a_backward_that_fakes_float32_noise_at_the_rerun_still_fails(tmp_path):
                            "--only", "affine_forward,affine_backward")
     db = next(c for c in json.loads(out)["checks"] if c["gradient"] == "db")
     assert db["status"] == "fail", db
+
+
+def test_text_a_submission_controls_reaches_the_terminal_without_control_characters(tmp_path):
+    # An exception's message and its type's name, made of escape sequences that would move the cursor
+    # up, overwrite 'error' with 'pass' and hide what follows.
+    path = tmp_path / "ansi.py"
+    path.write_text("Hidden = type('Hid\\x1b[8mden', (Exception,), {})\n\n\n"
+                    "def affine_forward(x, w, b):\n    raise ValueError('\\x1b[2A\\x1b[1Gpass \\x1b[8m')\n\n\n"
+                    "def relu_forward(x):\n    raise Hidden('\\x1b[0m OK')\n")
+    code, out, err = _verify("--impl", str(path), "--only", "affine_forward,relu_forward", "--sandbox", "none")
+    assert "\x1b" not in out + err and "\\x1b[2A" in out and code == 1
+    table = _verify("--impl", str(path), str(FIXTURES / "good_layers.py"), "--only", "affine_forward,relu_forward",
+                    "--sandbox", "none")[1]
+    assert "\x1b" not in table

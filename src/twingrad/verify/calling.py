@@ -26,6 +26,8 @@ from types import ModuleType
 
 import numpy as np
 
+from .._text import printable
+
 # Names and methods that exist in Python 2 only, and what replaces them.
 PYTHON2_NAMES = {"xrange": "range", "unicode": "str", "raw_input": "input", "basestring": "str",
                  "long": "int", "unichr": "chr", "reduce": "functools.reduce", "file": "open"}
@@ -128,7 +130,7 @@ def describe_error(function: str, info: dict, memory_limit_mb: int | None = None
         result += f" (the memory limit is {memory_limit_mb} MB)"
     if info.get("errno") == errno.EFBIG:
         result += " (the output it printed or the files it wrote grew past the runner's limit)"
-    return result
+    return printable(result)
 
 
 def describe_exception(function: str, exc: BaseException, path: str | None, memory_limit_mb: int | None = None) -> str:
@@ -383,8 +385,8 @@ def import_paragraph(path: str, info: dict, source: str = "") -> str:
         where = f" at line {line}" if isinstance(line, int) else ""
         text = str(info.get("text") or "").strip()
         code = f": {text}" if text else ""
-        return (f"Cannot import {path}: {type_name}{where}{code} ({info.get('msg') or info.get('message')})."
-                f"{_python2_sentence(source)} Nothing was checked.")
+        return printable(f"Cannot import {path}: {type_name}{where}{code} ({info.get('msg') or info.get('message')})."
+                         f"{_python2_sentence(source)} Nothing was checked.")
     frames = info.get("frames") or []
     where = f" at line {frames[-1][1]}" if frames and isinstance(frames[-1], list) and len(frames[-1]) == 3 else ""
     message = str(info.get("message", "")).strip()
@@ -396,7 +398,7 @@ def import_paragraph(path: str, info: dict, source: str = "") -> str:
                    "checked functions do not need it.")
     if type_name in ("NameError", "AttributeError"):
         result += _python2_sentence(source)
-    return result + " Nothing was checked."
+    return printable(result + " Nothing was checked.")
 
 
 def _syntax_message(path: str, exc: SyntaxError) -> str:

@@ -154,7 +154,7 @@ class _Session:
             tail = [line for line in self.errors.read().decode("utf-8", "replace").splitlines() if line.strip()]
         except (OSError, ValueError):
             return ""
-        return f"; its last output: {tail[-1].strip()[:200]}" if tail else ""
+        return f"; its last output: {printable(tail[-1].strip()[:200])}" if tail else ""
 
     def stop(self) -> None:
         if self.runner is not None:

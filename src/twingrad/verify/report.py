@@ -8,7 +8,7 @@ import json
 from collections import Counter
 
 from .. import __version__
-from .._text import table
+from .._text import printable, table
 from .results import STATUSES, SUBMISSION_STATUSES, Record, exit_code, worst_status
 
 SCHEMA = "twingrad-verify/1"
@@ -112,7 +112,9 @@ def details_text(records: list[Record]) -> str:
     lines += [f"  {_function_text(r)}: {r.message}" for r in missing if r.function not in undefined]
     if lines:
         parts.append("Missing\n" + "\n".join(lines))
-    return "\n\n".join(parts)
+    # Every message may quote the submission (its exceptions, its output): nothing in it reaches the
+    # terminal as a control character, line by line.
+    return "\n".join(printable(line) for line in "\n\n".join(parts).split("\n"))
 
 
 def _indent(text: str) -> str:
@@ -165,7 +167,7 @@ def submissions_table(submissions) -> str:
 
 def _first_sentence(text: str) -> str:
     sentence = text.split(". ")[0]
-    return _shorten(sentence)
+    return _shorten(printable(sentence))
 
 
 def _shorten(text: str, width: int = 70) -> str:

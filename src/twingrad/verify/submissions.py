@@ -32,6 +32,8 @@ import sys
 import zipfile
 from dataclasses import dataclass, field
 
+from .._text import printable
+
 MAX_FILES = 2000
 MAX_FILE_BYTES = 5 * 2**20
 MAX_TOTAL_BYTES = 50 * 2**20
@@ -68,11 +70,6 @@ class Submission:
     dropout_convention: str | None = None  #: "drop" or "keep": what dropout's p was taken to mean
     dropout_note: str | None = None  #: what the detection saw (--dropout-convention auto)
     timings: dict = field(default_factory=dict)  #: function -> seconds
-
-
-def printable(text: str) -> str:
-    """``text`` with control characters escaped: a file name cannot rewrite the terminal."""
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def discover(paths: list[str], workdir: str) -> list[Submission]:
