@@ -613,3 +613,14 @@ def test_the_default_rubric_leaves_out_what_no_submission_was_asked_to_write():
     assert book.keys == ["affine_forward", "svm_loss", "dropout_forward"]
     ann, bob = book.submissions
     assert (ann.points, ann.max_points) == (2.0, 3.0) and (bob.points, bob.max_points) == (1.0, 3.0)
+
+
+def test_one_submission_alone_cannot_leave_a_function_out_of_the_default_rubric():
+    from twingrad.grades.scoring import grade_document
+
+    checks = [{"function": "affine_forward", "configuration": None, "status": "pass", "message": None},
+              {"function": "affine_backward", "configuration": None, "status": "missing", "message": "not defined"}]
+    doc = {"name": "deleted_the_hard_one", "status": "incomplete", "checks": checks,
+           "functions": {"affine_forward": "pass", "affine_backward": "missing"}}
+    (sub,) = grade_document(doc).submissions
+    assert (sub.points, sub.max_points) == (1.0, 2.0)

@@ -70,16 +70,21 @@ def submissions_of(doc: dict) -> list[dict]:
 
 
 def checked_functions(doc: dict, known_functions=None) -> list[str]:
-    """The functions this run graded, in order: ``--only``'s; else every function some submission has
-    (one that no submission defines, or only the course's ready-made code does, is not part of this
-    assignment's year: ``affine_bn_relu_forward`` where students name their own); else ``known_functions``."""
+    """The functions this run graded, in order: ``--only``'s; else every function checked, except, in a
+    class of two or more, one that no submission has as its own code (not defined anywhere, or only the
+    course's ready-made code: not part of this assignment's year, ``affine_bn_relu_forward`` where students
+    name their own); else ``known_functions``. One submission alone cannot tell what was not asked from
+    what it left out: all count."""
     only = list((doc.get("settings") or {}).get("only") or [])
     if only:
         return only
+    subs = submissions_of(doc)
     found: list[str] = []
-    for sub in submissions_of(doc):
+    for sub in subs:
         found += [name for name in (sub.get("functions") or {}) if name not in found]
-    return [name for name in found if any(_has(sub, name) for sub in submissions_of(doc))] or list(known_functions or [])
+    if len(subs) > 1:
+        found = [name for name in found if any(_has(sub, name) for sub in subs)]
+    return found or list(known_functions or [])
 
 
 def _has(sub: dict, function: str) -> bool:
