@@ -83,52 +83,58 @@ def _case(builder: Builder, settings, case: int, collector: Collector) -> None:
     names = _param_names(arch)
     params = {n: np.array(net.params[n], dtype=np.float64) for n in names}
     shapes, where = {"X": X.shape}, f"architecture {arch}, keeping {KEEP:g} of the units"
-    exact = tolerance("exact", np.float64)
 
     loss, grads = calling.pair(FUNCTION, net.loss(X, y), "(loss, grads)")
     again, _ = calling.pair(FUNCTION, net.loss(X, y), "(loss, grads)")
     loss, again = calling.array(FUNCTION, "loss", loss, ()), calling.array(FUNCTION, "loss", again, ())
     if not isinstance(grads, dict):
         raise UserError(f"FullyConnectedNet.loss returned grads as {calling.describe_value(grads)}; expected a dict")
+    for name in names:
+        if grads.get(name) is None:
+            raise UserError(f"{FUNCTION}: grads has no {name!r} (with dropout on, {where})")
     masks, why = _rebuilt_masks(net, arch)
     twin = _masked_twin(names, X, y, masks, arch.reg) if masks is not None else None
-    expected = float(twin(*params.values())) if twin else None
-    details = {"got": loss, "expected": np.float64(expected if twin else again), "note": where,
-               "reference_text": "the twin with the masks its own dropout_forward draws"}
-    comparison = compare(loss, expected if twin else again, exact, "expected")
-    if not compare(again, loss, exact, "expected").passed:
-        comparison = Comparison("expected", 0.0, 0.0, (), float(again), float(loss), exact, False)
-        details["finding"] = (f"  two calls of loss with the same seed gave {float(loss):.7g} and {float(again):.7g}: "
-                              "the dropout masks must come from dropout_param['seed']")
-    elif twin is None:
-        comparison = Comparison("expected", 0.0, 0.0, (), float(loss), float(loss), exact, False)
-        details["finding"] = f"  its masks cannot be rebuilt: {why}"
-    elif not comparison.passed:
-        details["finding"] = (f"  the train-mode loss is {float(loss):.7g}; with the masks its dropout_forward draws "
-                              f"from the net's dropout_param it is {expected:.7g}"
-                              + _without_dropout(loss, params, X, y, arch))
-    collector.add("loss", "forward", Outcome("pass" if comparison.passed else "fail", {"expected": comparison}, case,
-                                             shapes, details=details))
+    status, comparison, details = _judge_loss(loss, again, twin, why, params, X, y, arch)
+    collector.add("loss", "forward", Outcome(status, {"expected": comparison}, case, shapes,
+                                             details={**details, "note": where}))
 
     scores = calling.array(FUNCTION, "scores (test mode)", net.scores(X), (arch.batch, arch.num_classes))
     twin_scores, _ = twin_forward(params, X, normalization=None, dropout=0.0, seed=None, eps=1e-5)
-    test_mode = compare(scores, twin_scores, exact, "twin")
+    test_mode = compare(scores, twin_scores, tolerance("exact", np.float64), "twin")
     collector.add("scores_test", "forward", Outcome(
         "pass" if test_mode.passed else "fail", {"twin": test_mode}, case, shapes,
         details={"got": scores, "twin": np.asarray(twin_scores), "note": f"test mode, where dropout is off ({where})"}))
 
-    for name in names:
-        if grads.get(name) is None:
-            raise UserError(f"{FUNCTION}: grads has no {name!r} (with dropout on, {where})")
     if twin is not None:
         _three_ways(grads, params, twin, masks, X, rng, case, shapes, where, collector)
         return
-    for name in names:
+    for name in names:  # no twin: the derivative of its own loss, at least
         got = calling.array(FUNCTION, f"grads[{name!r}]", grads[name], params[name].shape)
         comparison = _own_loss_projections(net, X, y, params, name, got, rng)
         collector.add(name.rstrip("0123456789"), "gradient", Outcome(
             "pass" if comparison.passed else "fail", {"numeric": comparison}, case, shapes, "fast",
             details={"got": got, "name": name, "note": where, "reference_text": _OWN_LOSS}))
+
+
+def _judge_loss(loss, again, twin, why: str, params: dict, X, y, arch) -> tuple[str, Comparison, dict]:
+    """The loss's status, comparison and diagnosis details: the same twice, and the twin's with the masks."""
+    exact = tolerance("exact", np.float64)
+    details = {"got": loss, "reference_text": "the twin with the masks its own dropout_forward draws"}
+    if not compare(again, loss, exact, "expected").passed:
+        details["finding"] = (f"  two calls of loss with the same seed gave {float(loss):.7g} and {float(again):.7g}: "
+                              "the dropout masks must come from dropout_param['seed']")
+        return "fail", Comparison("expected", 0.0, 0.0, (), float(again), float(loss), exact, False), details
+    if twin is None:
+        details["finding"] = f"  its masks cannot be rebuilt: {why}"
+        return "fail", Comparison("expected", 0.0, 0.0, (), float(loss), float(loss), exact, False), details
+    expected = float(twin(*params.values()))
+    comparison = compare(loss, expected, exact, "expected")
+    details["expected"] = np.float64(expected)
+    if comparison.passed:
+        return "pass", comparison, details
+    details["finding"] = (f"  the train-mode loss is {float(loss):.7g}; with the masks its dropout_forward draws "
+                          f"from the net's dropout_param it is {expected:.7g}" + _without_dropout(loss, params, X, y, arch))
+    return "fail", comparison, details
 
 
 def _rebuilt_masks(net, arch: Architecture) -> tuple[list | None, str]:
