@@ -203,3 +203,17 @@ def test_a_normalization_built_under_the_wrong_names_is_an_error_not_unsupported
     statuses = {c["configuration"]: c["status"] for c in json.loads(out)["checks"]}
     assert statuses["batchnorm"] == "error" and statuses["layernorm"] == "error", statuses
     assert statuses["plain"] == "pass"
+
+
+def test_a_relu_on_the_scores_is_named_in_the_loss_diagnosis(tmp_path):
+    root = tmp_path / "hank"
+    shutil.copytree(COURSE / "2019", root)
+    _edit(root / "assignment2" / "cs231n" / "classifiers" / "fc_net.py",
+          "        scores, last_cache = affine_forward(out, self.params['W%d' % L], self.params['b%d' % L])\n",
+          "        scores, last_cache = affine_relu_forward(out, self.params['W%d' % L], self.params['b%d' % L])\n")
+    _edit(root / "assignment2" / "cs231n" / "classifiers" / "fc_net.py",
+          "affine_backward(dscores, last_cache)", "affine_relu_backward(dscores, last_cache)")
+    code, out, _ = _verify("--impl", str(root), "--json", "-k", "2", "--sandbox", "none",
+                           "--only", "FullyConnectedNet.loss")
+    loss = next(c for c in json.loads(out)["checks"] if c["configuration"] == "plain" and c["gradient"] == "loss")
+    assert loss["status"] == "fail" and any("scores pass through a ReLU" in h for h in loss["diagnosis"]["hints"])

@@ -341,8 +341,11 @@ def _network_case(key, arch_or_draw, case, builder, settings, collector, exact) 
     note = f"architecture {arch}"
     loss = calling.array(FUNCTION, "loss", loss, ())
     comparison = compare(loss, twin_out, exact, "twin")
+    details = {"got": loss, "twin": twin_out, "note": note}
+    if not comparison.passed:
+        details["extra_hints"] = _loss_hints(loss, arch, net, X, y, exact)
     collector.add("loss", "forward", Outcome("pass" if comparison.passed else "fail", {"twin": comparison},
-                                             case, shapes, details={"got": loss, "twin": twin_out, "note": note}))
+                                             case, shapes, details=details))
     for o in outcomes:
         family = o.gradient.rstrip("0123456789")
         details = {**o.arrays, "name": o.gradient, "note": note, "context": {"N": arch.batch}, "notes": o.notes}
@@ -350,6 +353,21 @@ def _network_case(key, arch_or_draw, case, builder, settings, collector, exact) 
             details["extra_hints"] = _regularization_hints(o, np.asarray(net.params[o.gradient], np.float64),
                                                            arch.reg, settings)
         collector.add(family, "gradient", Outcome(o.status, o.comparisons, case, shapes, o.mode, attempt, details))
+
+
+def _loss_hints(loss, arch: Architecture, net: Net, X, y, tol) -> list[str]:
+    """A wrong loss that a ReLU on the scores, or a missing L2 term, reproduces."""
+    settings = _twin_settings(arch, net)
+    params = {k: np.asarray(net.params[k], np.float64) for k in _param_names(arch)}
+    scores, _ = twin_forward(params, X.astype(np.float64), **{k: v for k, v in settings.items() if k != "reg"})
+    scores = np.asarray(scores)
+    models = [(_loss_from_scores(np.maximum(scores, 0), y, params, settings),
+               "the scores pass through a ReLU: the last affine layer has no ReLU (nor dropout or normalization) "
+               "after it")]
+    if arch.reg:
+        models.append((_loss_from_scores(scores, y, params, {**settings, "reg": 0.0}),
+                       "the L2 term 0.5 * reg * sum(W**2) over every W is missing from the loss"))
+    return [text for model, text in models if tol.fits(np.asarray(loss, np.float64), np.asarray(model))][:1]
 
 
 def _regularization_hints(outcome, W, reg, settings) -> list[str]:
