@@ -370,7 +370,9 @@ def test_a_students_network_is_checked_in_the_configurations_it_supports():
 def test_fast_fallback_on_a_large_input_differences_a_sample_and_names_the_worst_element():
     from twingrad.verify import network
 
-    arch = network.parse_architecture("300-80-10,batch=8")
+    from twingrad.verify.architecture import parse_architecture
+
+    arch = parse_architecture("300-80-10,batch=8")
     model, X, y = network.Builder()(arch, np.random.default_rng(0), np.float64)
     case, _ = network.net_case(arch, model, X, y)
     hand = case.hand

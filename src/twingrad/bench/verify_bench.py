@@ -15,7 +15,8 @@ import time
 import numpy as np
 
 from ..verify.engine import check_case
-from ..verify.network import Builder, net_case, parse_architecture
+from ..verify.architecture import parse_architecture
+from ..verify.network import Builder, net_case
 
 #: evaluations of the loss per parameter in full mode: the five-point central difference
 EVALS_PER_ELEMENT = 4

@@ -22,6 +22,7 @@ report          tables and the JSON document (``schema``: its JSON Schema)
 **judge**: other kinds of function
 stateful        batch norm's running averages and test mode; dropout's statistics
 network         FullyConnectedNet: the default sweep, ``--net``, a student's class
+architecture    a network to check, as ``--net`` writes it
 dropout_net     a student's FullyConnectedNet with dropout on (no twin: its own loss)
 cnn_check       ThreeLayerConvNet.loss
 update_rules    sgd, sgd_momentum, rmsprop, adam
@@ -176,9 +177,10 @@ def run(args: argparse.Namespace) -> int:
         return _run_impl(args, settings, start)
     if args.net:
         from . import network
+        from .architecture import parse_architecture
 
         try:
-            arch = network.parse_architecture(args.net)
+            arch = parse_architecture(args.net)
         except ValueError as exc:
             print(f"twingrad verify: {exc}", file=sys.stderr)
             return 2

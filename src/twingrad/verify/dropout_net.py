@@ -34,7 +34,8 @@ from ..gradcheck import STEPS, Comparison, compare, compare_projection, toleranc
 from . import calling
 from .calling import UserError
 from .engine import Case, check_case
-from .network import FUNCTION, Architecture, Builder, _param_names
+from .architecture import Architecture
+from .network import FUNCTION, Builder, _param_names
 from .results import Collector, Outcome, Record, failure_record, function_record
 
 KEEP = 0.75  #: the fraction of units kept, in whichever convention the class takes it
