@@ -258,9 +258,9 @@ def keepdims_note(name: str, got: tuple, shape: tuple, of: str = "") -> str | No
     a larger array and stay errors.
     """
     got, shape = tuple(got), tuple(shape)
-    if len(got) <= len(shape) or got[len(got) - len(shape):] != shape or any(d != 1 for d in got[:len(got) - len(shape)]):
-        return None
     extra = len(got) - len(shape)
+    if extra <= 0 or got[extra:] != shape or any(d != 1 for d in got[:extra]):
+        return None
     axes = "an extra leading axis" if extra == 1 else f"{extra} extra leading axes"
     # Said the same way at every shape: a record shows one note for all its cases.
     text = f"{name} has {axes} of length 1 (keepdims=True?): its values were checked as numpy broadcasts them"

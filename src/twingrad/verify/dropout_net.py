@@ -179,7 +179,8 @@ def _candidate_masks(caller, param, arch: Architecture) -> tuple[dict, str]:
 
 def _mask(caller, batch: int, width: int, param: dict) -> np.ndarray:
     ones = np.ones((batch, width))
-    out, _ = calling.pair("dropout_forward", caller("dropout_forward", ones, {**param, "mode": "train"}), "(out, cache)")
+    result = caller("dropout_forward", ones, {**param, "mode": "train"})
+    out, _ = calling.pair("dropout_forward", result, "(out, cache)")
     return np.asarray(calling.array("dropout_forward", "out", out, ones.shape), np.float64)
 
 

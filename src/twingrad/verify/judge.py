@@ -27,8 +27,8 @@ import traceback
 from concurrent.futures import ThreadPoolExecutor
 
 from . import network, sandbox
-from .functions import FUNCTIONS, check_one, role_of, selected_functions
 from .calling import import_paragraph
+from .functions import FUNCTIONS, check_one, role_of, selected_functions
 from .remote import Channel, RemoteCaller, RunnerLost
 from .results import function_record
 from .stateful import DROPOUT_FORWARD, detect_dropout_convention
@@ -237,7 +237,8 @@ def _untouched_dropout(records: list, submission: Submission) -> list:
         if (record.configuration == "dropout" and record.status == "error"
                 and untouched(submission.root, files, DROPOUT_FORWARD)):
             record.status = "missing"
-            record.message = f"not checked with dropout: {DROPOUT_FORWARD} is not implemented yet (its TODO blocks are empty)"
+            record.message = (f"not checked with dropout: {DROPOUT_FORWARD} is not implemented yet (its TODO "
+                              "blocks are empty)")
     return records
 
 
