@@ -249,3 +249,11 @@ def test_code_written_for_numpy_1_is_told_what_numpy_2_removed(tmp_path, new, hi
                   "affine_forward,affine_backward")
     message = next(c["message"] for c in doc["checks"] if c["status"] == "error")
     assert hint in message, message
+
+
+def test_a_diagnosis_shows_the_cases_arguments_that_are_not_arrays(tmp_path):
+    # dropout's p decides what is expected: the case line says which p it was (never the seed, a detail)
+    old = "        mask = (np.random.rand(*x.shape) >= p) / (1 - p)\n"
+    doc = _graded(tmp_path, "unscaled", old, "        mask = (np.random.rand(*x.shape) >= p) * 1.0\n", "dropout_forward")
+    text = next(c["diagnosis"]["text"] for c in doc["checks"] if c["gradient"] == "out")
+    assert "dropout_param {'mode': 'train', 'p': " in text and "'seed'" not in text, text

@@ -277,7 +277,8 @@ def diagnose(function: str, gradient: str, outcome: Outcome, settings) -> dict:
         f"  {gradient} has shape {_shape_text(shape)}; {where}: expected {_number(comparison.expected)}, "
         f"got {_number(comparison.actual)} (tolerance {comparison.tolerance.atol:g} + "
         f"{comparison.tolerance.rtol:g} x |expected|)",
-        f"  case {outcome.case}: {inputs}; seed {settings.seed}, {settings.dtype}",
+        f"  case {outcome.case}: {'; '.join(filter(None, [inputs, details.get('arguments')]))}; "
+        f"seed {settings.seed}, {settings.dtype}",
     ]
     if details.get("note"):
         lines.append(f"  {details['note']}")
