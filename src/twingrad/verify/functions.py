@@ -31,7 +31,7 @@ from .calling import Caller, UserError, stub
 from .remote import Planned
 from .hints import backward_hints, context, forward_hints
 from .engine import Case, check_case, fingerprint, ulp
-from .results import Collector, Outcome, Record, failure_record, function_record
+from .results import Collector, Outcome, Record, arguments_text, failure_record, function_record
 
 # float32 keeps 7 digits: at scales 0.1 and 10 a batch-normalized layer's input
 # varies by less than float32 resolves next to its offset, and an honest float32
@@ -232,19 +232,6 @@ def upcast(spec: LayerSpec, inputs: dict) -> dict:
             for k, v in inputs.items()}
 
 
-def arguments(inputs: dict) -> str:
-    """The case's arguments that are not arrays, as a diagnosis shows them: ``pool_param {...}, G 2``."""
-    shown = []
-    for name, value in inputs.items():
-        if isinstance(value, dict):
-            plain = {k: v for k, v in value.items() if isinstance(v, (int, float, str)) and k != "seed"}
-            if plain:
-                shown.append(f"{name} {plain}")
-        elif isinstance(value, (int, float)) and not isinstance(value, bool):
-            shown.append(f"{name} {value}")
-    return ", ".join(shown)
-
-
 def input_shapes(spec: LayerSpec, inputs: dict) -> dict:
     return {a: tuple(np.shape(inputs[a])) for a in spec.args if isinstance(inputs[a], np.ndarray)}
 
@@ -262,7 +249,7 @@ def _forward_case(fn, caller, settings, case, collector) -> dict:
         out, _ = calling.pair(fn.name, caller(fn.name, *call_args(spec, inputs, settings)), "(out, cache)")
         out = calling.array(fn.name, "out", out, twin_out.shape, twin_out)
         comparison = compare(out, twin_out, tolerance("exact", settings.np_dtype), "twin")
-        details = {"got": out, "twin": twin_out, "context": context(spec, inputs), "arguments": arguments(inputs)}
+        details = {"got": out, "twin": twin_out, "context": context(spec, inputs), "arguments": arguments_text(inputs)}
         if not comparison.passed:
             details["extra_hints"] = forward_hints(spec, inputs64, out, comparison.tolerance)
         collector.add("out", "forward", Outcome("pass" if comparison.passed else "fail", {"twin": comparison}, case,
@@ -301,7 +288,7 @@ def _gradient_case(fn, caller, settings, case, collector) -> dict:
         collector.add("loss", "forward", Outcome("pass" if comparison.passed else "fail", {"twin": comparison},
                                                  case, shapes, details={"got": loss, "twin": twin_out}))
     for o in outcomes:
-        details = {**o.arrays, "context": hint_context, "notes": o.notes, "arguments": arguments(inputs)}
+        details = {**o.arrays, "context": hint_context, "notes": o.notes, "arguments": arguments_text(inputs)}
         if o.status == "fail":
             details["extra_hints"] = (
                 backward_hints(spec, upcast(spec, inputs), dout, o.gradient, o.arrays["got"], o.vs_autograd.tolerance)

@@ -221,6 +221,19 @@ def _size(shapes: dict) -> int:
     return sum(int(np.prod(s)) for s in shapes.values())
 
 
+def arguments_text(inputs: dict) -> str:
+    """The case's arguments that are not arrays, as a diagnosis shows them: ``pool_param {...}, G 2``."""
+    shown = []
+    for name, value in inputs.items():
+        if isinstance(value, dict):
+            plain = {k: v for k, v in value.items() if isinstance(v, (int, float, str)) and k != "seed"}
+            if plain:
+                shown.append(f"{name} {plain}")
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            shown.append(f"{name} {value}")
+    return ", ".join(shown)
+
+
 # -- the diagnosis of a failing record ----------------------------------------------------
 
 # Which comparison a diagnosis shows: the exact reference first, as it has no

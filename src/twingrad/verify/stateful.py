@@ -15,7 +15,7 @@ import numpy as np
 from .. import functional as F
 from ..gradcheck import Comparison, Tolerance, compare, tolerance
 from . import calling
-from .results import Outcome
+from .results import Outcome, arguments_text
 
 # The keep-fraction check draws this many units: 6 standard deviations of the
 # binomial fraction are then below 0.01, tight enough to tell p from 1 - p.
@@ -138,7 +138,8 @@ def dropout_forward_case(caller, settings, case, inputs, shapes, collector) -> N
     kept_value = x64 / keep
     expected = np.where(np.abs(out64 - kept_value) < np.abs(out64), kept_value, 0.0)
     comparison = compare(out, expected, exact, "expected")
-    details = {"got": out, "expected": expected}
+    details = {"got": out, "expected": expected,
+               "arguments": arguments_text({"dropout_param": _user_param(settings, p_drop, mode="train")})}
     if not comparison.passed:
         details["extra_hints"] = _scale_hints(out64, x64, p_drop, settings)
     collector.add("out", "forward", _outcome({"expected": comparison}, case, shapes, details))
