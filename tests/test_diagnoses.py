@@ -257,3 +257,13 @@ def test_a_diagnosis_shows_the_cases_arguments_that_are_not_arrays(tmp_path):
     doc = _graded(tmp_path, "unscaled", old, "        mask = (np.random.rand(*x.shape) >= p) * 1.0\n", "dropout_forward")
     text = next(c["diagnosis"]["text"] for c in doc["checks"] if c["gradient"] == "out")
     assert "dropout_param {'p': 0." in text and "'seed'" not in text, text
+
+
+def test_an_assignment_into_an_empty_pad_slice_is_explained():
+    from twingrad.verify.calling import describe_error
+
+    info = {"type": "ValueError", "message": "could not broadcast input array from shape (3,3,4,2) into shape "
+            "(3,3,0,0)", "frames": [["layers.py", 9, "x_padded[:, :, pad:-pad, pad:-pad] = x"]]}
+    assert "a[p:-p] is empty when p = 0" in describe_error("conv_forward_naive", info)
+    info["frames"] = [["layers.py", 9, "out[:, :, 0:2] = x"]]
+    assert "empty" not in describe_error("conv_forward_naive", info)

@@ -43,6 +43,7 @@ NUMPY2_REMOVED = {"float": "float", "int": "int", "bool": "bool", "object": "obj
                   "round_": "np.round", "pad": "np.pad", "mat": "np.asmatrix", "find_common_type": "np.result_type"}
 _NUMPY_ATTRIBUTE = re.compile(r"module '(numpy(?:\.\w+)*)' has no attribute '(\w+)'|`(np)\.(\w+)` was removed")
 _NEWSHAPE = "unexpected keyword argument 'newshape'"
+_INTO_SHAPE = re.compile(r"into shape \(([^)]*)\)")
 
 # Constructs that are Python 2 only; a SyntaxError plus one of these reads as Python 2 code.
 _PYTHON2_PATTERNS = [
@@ -101,6 +102,14 @@ def numpy2_hint(type_name: str, message: str) -> str:
     return ""
 
 
+def empty_slice_hint(type_name: str, message: str, code: str) -> str:
+    """' (an empty slice: ...)' when an assignment into a slice like ``a[p:-p]`` failed at p = 0, else ''."""
+    target = _INTO_SHAPE.search(message) if type_name == "ValueError" else None
+    if target and re.search(r"\b0\b", target.group(1)) and re.search(r":\s*-\s*\w", code):
+        return " (an empty slice: a[p:-p] is empty when p = 0, as with pad = 0; slice a[p:p + H])"
+    return ""
+
+
 def exception_info(exc: BaseException, path: str | None) -> dict:
     """What the runner reports of an exception, from an exception raised in this process."""
     target = os.path.realpath(path) if path else None
@@ -125,6 +134,7 @@ def describe_error(function: str, info: dict, memory_limit_mb: int | None = None
     frames = info.get("frames")
     if isinstance(frames, list) and frames and isinstance(frames[-1], list) and len(frames[-1]) == 3:
         file, line, code = frames[-1]
+        result += empty_slice_hint(type_name, message, str(code or ""))
         result += f" at {os.path.basename(str(file))} line {line}{': ' + str(code) if code else ''}"
     if type_name == "MemoryError" and memory_limit_mb:
         result += f" (the memory limit is {memory_limit_mb} MB)"
