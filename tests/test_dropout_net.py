@@ -153,3 +153,11 @@ def test_a_net_whose_dropout_forward_is_still_the_template_is_missing_with_dropo
     dropout = [c for c in checks if c["configuration"] == "dropout"]
     assert [c["status"] for c in dropout] == ["missing"] and "not implemented yet" in dropout[0]["message"]
     assert {c["status"] for c in checks if c["configuration"] == "plain"} == {"pass"}  # keep convention found
+
+
+def test_a_seed_that_is_not_a_seed_is_no_internal_error(tmp_path):
+    # The net's dropout_param is the submission's: the judge must not pass its 'seed' on unchecked.
+    # np.random.seed takes a list; int() does not.
+    records, _ = _dropout_records(tmp_path, edits=[("                self.dropout_param['seed'] = seed\n",
+                                                    "                self.dropout_param['seed'] = [seed, 1]\n")])
+    assert {r["status"] for r in records.values()} == {"pass"}, records
