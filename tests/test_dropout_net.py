@@ -161,3 +161,22 @@ def test_a_seed_that_is_not_a_seed_is_no_internal_error(tmp_path):
     records, _ = _dropout_records(tmp_path, edits=[("                self.dropout_param['seed'] = seed\n",
                                                     "                self.dropout_param['seed'] = [seed, 1]\n")])
     assert {r["status"] for r in records.values()} == {"pass"}, records
+
+
+def test_a_dropout_forward_that_spots_the_judges_probe_gains_nothing(tmp_path):
+    # Called on ones (as a probe would be), it drops nothing; the net never applies dropout at all.
+    layers = "            if self.use_dropout:\n                out, drop_cache = dropout_forward(out, self.dropout_param)\n"
+    records, _ = _dropout_records(tmp_path, edits=[(layers, ""), (DROPOUT_BACKWARD, "")])
+    root = tmp_path / "student" / "assignment2" / "cs231n" / "layers.py"
+    text = root.read_text()
+    assert "def dropout_forward(x, dropout_param):\n" in text
+    root.write_text(text.replace("def dropout_forward(x, dropout_param):\n",
+                                 "def dropout_forward(x, dropout_param):\n    if np.all(x == 1):\n"
+                                 "        return x, (dropout_param, np.ones_like(x))\n"))
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
+        main(["verify", "--impl", str(tmp_path / "student"), "--only", "FullyConnectedNet.loss", "-k", "2",
+              "--json", "--sandbox", "none"])
+    loss = next(c for c in json.loads(out.getvalue())["checks"]
+                if c["configuration"] == "dropout" and c["gradient"] == "loss")
+    assert loss["status"] == "fail", loss

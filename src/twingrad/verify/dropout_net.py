@@ -96,7 +96,7 @@ def _case(builder: Builder, settings, case: int, collector: Collector) -> None:
     for name in names:
         if grads.get(name) is None:
             raise UserError(f"{FUNCTION}: grads has no {name!r} (with dropout on, {where})")
-    candidates, why = _candidate_masks(net.caller, param, arch)
+    candidates, why = _candidate_masks(net.caller, param, arch, rng)
     status, comparison, details, masks = _judge_loss(loss, again, candidates, why, params, X, y, arch)
     collector.add("loss", "forward", Outcome(status, {"expected": comparison}, case, shapes,
                                              details={**details, "note": where}))
@@ -153,7 +153,7 @@ def _judge_loss(loss, again, candidates: dict, why: str, params: dict, X, y, arc
     return "fail", compare(loss, tried[nearest], exact, "expected"), details, None
 
 
-def _candidate_masks(caller, param, arch: Architecture) -> tuple[dict, str]:
+def _candidate_masks(caller, param, arch: Architecture, rng: np.random.Generator) -> tuple[dict, str]:
     """The hidden layers' scaled masks under each way a net may draw them, rebuilt with the submission's own
     dropout_forward on ones of each layer's shape; ``({}, why)`` when they cannot be.
 
@@ -168,22 +168,27 @@ def _candidate_masks(caller, param, arch: Architecture) -> tuple[dict, str]:
     seed = param["seed"]
     state = np.random.get_state()  # an in-process caller seeds this process's generator: give it back
     try:
-        layouts = {"reseeded per layer": [_mask(caller, arch.batch, width, param) for width in arch.hidden_dims]}
+        layouts = {"reseeded per layer": [_mask(caller, arch.batch, width, param, rng) for width in arch.hidden_dims]}
         if type(seed) is int and 0 <= seed < 2**32:  # np.random.seed's range; the value is the submission's
             caller.seed_global(seed)
-            layouts["one stream"] = [_mask(caller, arch.batch, width, unseeded) for width in arch.hidden_dims]
+            layouts["one stream"] = [_mask(caller, arch.batch, width, unseeded, rng) for width in arch.hidden_dims]
     except UserError as err:
-        return {}, f"its dropout_forward fails on ones: {err.message}"
+        return {}, f"its dropout_forward fails on a layer's values: {err.message}"
     finally:
         np.random.set_state(state)
-    return layouts, ""
+    # A layout that drops no unit cannot tell a net with dropout from one without (0.75 kept of 48+ units:
+    # all kept by chance has a probability below 1e-6).
+    dropping = {layout: masks for layout, masks in layouts.items() if all(np.any(m == 0) for m in masks)}
+    return dropping, "" if dropping else "its dropout_forward, given the net's dropout_param, drops no unit"
 
 
-def _mask(caller, batch: int, width: int, param: dict) -> np.ndarray:
-    ones = np.ones((batch, width))
-    result = caller("dropout_forward", ones, {**param, "mode": "train"})
+def _mask(caller, batch: int, width: int, param: dict, rng: np.random.Generator) -> np.ndarray:
+    """The scaled mask dropout_forward applies to a layer of ``width`` units: its output over its input, an
+    input of positive values like a ReLU's (not ones: a probe should look like the net's own call)."""
+    x = rng.uniform(0.5, 1.5, size=(batch, width))
+    result = caller("dropout_forward", x.copy(), {**param, "mode": "train"})
     out, _ = calling.pair("dropout_forward", result, "(out, cache)")
-    return np.asarray(calling.array("dropout_forward", "out", out, ones.shape), np.float64)
+    return np.asarray(calling.array("dropout_forward", "out", out, x.shape), np.float64) / x
 
 
 def _masked_twin(names: list, X, y, masks: list, reg: float):
