@@ -2,7 +2,7 @@
 
 A student's masks come from their own ``dropout_forward`` and generator. With
 a seed they are fixed, and the judge rebuilds them by calling the
-submission's ``dropout_forward`` on ones of each hidden layer's shape with
+submission's ``dropout_forward`` on positive values of each hidden layer's shape with
 the net's own ``dropout_param``, in the two ways a net draws them: the
 course's (every call reseeds from ``dropout_param['seed']``) and one stream
 seeded once per loss, layer after layer. The twin with the masks that give
@@ -155,7 +155,7 @@ def _judge_loss(loss, again, candidates: dict, why: str, params: dict, X, y, arc
 
 def _candidate_masks(caller, param, arch: Architecture, rng: np.random.Generator) -> tuple[dict, str]:
     """The hidden layers' scaled masks under each way a net may draw them, rebuilt with the submission's own
-    dropout_forward on ones of each layer's shape; ``({}, why)`` when they cannot be.
+    dropout_forward on positive values of each layer's shape (out / x); ``({}, why)`` when they cannot be.
 
     "reseeded per layer": the course's layout, every call passes the net's dropout_param and reseeds from
     its seed. "one stream": the net seeds once per loss and draws layer after layer from that stream.
