@@ -180,3 +180,42 @@ def test_a_dropout_forward_that_spots_the_judges_probe_gains_nothing(tmp_path):
     loss = next(c for c in json.loads(out.getvalue())["checks"]
                 if c["configuration"] == "dropout" and c["gradient"] == "loss")
     assert loss["status"] == "fail", loss
+
+
+def test_masks_that_drop_only_units_already_zero_are_no_dropout(tmp_path):
+    # The net applies no dropout but remembers its dead ReLU units by shape; dropout_forward, asked by
+    # the judge at that shape, "drops" exactly those: a mask that changes nothing.
+    root = tmp_path / "student"
+    shutil.copytree(COURSE / "2019", root)
+    fc_net, layers = root / FC_NET, root / "assignment2" / "cs231n" / "layers.py"
+    text = fc_net.read_text().replace(DROPOUT_FORWARD, "            from .. import layers as _layers\n"
+                                      "            _layers.DEAD[out.shape] = out == 0\n").replace(DROPOUT_BACKWARD, "")
+    fc_net.write_text(text)
+    layers.write_text("DEAD = {}\n" + layers.read_text().replace(
+        "def dropout_forward(x, dropout_param):\n",
+        "def dropout_forward(x, dropout_param):\n    if x.shape in DEAD and dropout_param['mode'] == 'train':\n"
+        "        mask = (~DEAD[x.shape]).astype(x.dtype)\n        return x * mask, (dropout_param, mask)\n"))
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
+        main(["verify", "--impl", str(root), "--only", "FullyConnectedNet.loss", "-k", "2", "--json",
+              "--sandbox", "none"])
+    loss = next(c for c in json.loads(out.getvalue())["checks"]
+                if c["configuration"] == "dropout" and c["gradient"] == "loss")
+    assert loss["status"] == "fail" and "drops no active unit" in loss["diagnosis"]["text"], loss
+
+
+@pytest.mark.parametrize("extra, expected", [("        grads['note'] = 'hello'\n", "pass"),
+                                             ("        grads['W1'] = 'todo'\n", "error")])
+def test_whatever_grads_holds_is_a_verdict_never_an_internal_error(tmp_path, extra, expected):
+    text = (COURSE / "2019" / FC_NET).read_text()
+    tail = "        return loss, grads\n"
+    assert text.count(tail) == 1
+    root = tmp_path / "student"
+    shutil.copytree(COURSE / "2019", root)
+    (root / FC_NET).write_text(text.replace(tail, extra + tail))
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
+        main(["verify", "--impl", str(root), "--only", "FullyConnectedNet.loss", "-k", "2", "--json",
+              "--sandbox", "none"])
+    doc = json.loads(out.getvalue())
+    assert doc["internal_error"] is None and doc["functions"]["FullyConnectedNet.loss"] == expected

@@ -104,7 +104,7 @@ def _hand_case(net: Net, X, y, config) -> tuple[Case, object]:
         return np.concatenate([conv.ravel(), hidden.ravel(), winners.ravel()])
 
     def hand(dout):
-        return {k: (None if g is None else np.asarray(g) * dout) for k, g in grads.items()}
+        return calling.scaled(grads, dout)
 
     key = fingerprint(FUNCTION, sorted(settings.items()), X64, np.asarray(y))
     return Case(dict(net.params), twin, hand, {n: n for n in PARAMS}, kinks, key=key, name=FUNCTION), loss

@@ -96,7 +96,7 @@ def _case(builder: Builder, settings, case: int, collector: Collector) -> None:
     for name in names:
         if grads.get(name) is None:
             raise UserError(f"{FUNCTION}: grads has no {name!r} (with dropout on, {where})")
-    candidates, why = _candidate_masks(net.caller, param, arch, rng)
+    candidates, why = _candidate_masks(net.caller, param, params, X, arch)
     status, comparison, details, masks = _judge_loss(loss, again, candidates, why, params, X, y, arch)
     collector.add("loss", "forward", Outcome(status, {"expected": comparison}, case, shapes,
                                              details={**details, "note": where}))
@@ -153,42 +153,53 @@ def _judge_loss(loss, again, candidates: dict, why: str, params: dict, X, y, arc
     return "fail", compare(loss, tried[nearest], exact, "expected"), details, None
 
 
-def _candidate_masks(caller, param, arch: Architecture, rng: np.random.Generator) -> tuple[dict, str]:
+def _candidate_masks(caller, param, params: dict, X, arch: Architecture) -> tuple[dict, str]:
     """The hidden layers' scaled masks under each way a net may draw them, rebuilt with the submission's own
-    dropout_forward on positive values of each layer's shape (out / x); ``({}, why)`` when they cannot be.
+    dropout_forward; ``({}, why)`` when they cannot be.
 
-    "reseeded per layer": the course's layout, every call passes the net's dropout_param and reseeds from
-    its seed. "one stream": the net seeds once per loss and draws layer after layer from that stream.
+    Each layer's dropout_forward is given exactly what the net gives it, if the net is right: the ReLU
+    output of the layer, computed by the twin from the masks before it. A dropout_forward therefore cannot
+    tell the judge's call from the net's by its input. "reseeded per layer": the course's layout, every
+    call passes the net's dropout_param and reseeds from its seed. "one stream": the net seeds once per
+    loss and draws layer after layer from that stream.
     """
     if not isinstance(param, dict) or "seed" not in param:
         return {}, "the net has no dropout_param holding a seed (the course keeps it in self.dropout_param)"
     if not caller.has("dropout_forward"):
         return {}, "the module defines no dropout_forward"
-    unseeded = {k: v for k, v in param.items() if k != "seed"}
     seed = param["seed"]
     state = np.random.get_state()  # an in-process caller seeds this process's generator: give it back
     try:
-        layouts = {"reseeded per layer": [_mask(caller, arch.batch, width, param, rng) for width in arch.hidden_dims]}
+        layouts = {"reseeded per layer": _layer_masks(caller, param, params, X, arch)}
         if type(seed) is int and 0 <= seed < 2**32:  # np.random.seed's range; the value is the submission's
             caller.seed_global(seed)
-            layouts["one stream"] = [_mask(caller, arch.batch, width, unseeded, rng) for width in arch.hidden_dims]
+            unseeded = {k: v for k, v in param.items() if k != "seed"}
+            layouts["one stream"] = _layer_masks(caller, unseeded, params, X, arch)
     except UserError as err:
         return {}, f"its dropout_forward fails on a layer's values: {err.message}"
     finally:
         np.random.set_state(state)
-    # A layout that drops no unit cannot tell a net with dropout from one without (0.75 kept of 48+ units:
-    # all kept by chance has a probability below 1e-6).
-    dropping = {layout: masks for layout, masks in layouts.items() if all(np.any(m == 0) for m in masks)}
-    return dropping, "" if dropping else "its dropout_forward, given the net's dropout_param, drops no unit"
+    # A layout that drops no active unit cannot tell a net with dropout from one without (0.75 kept of
+    # 48+ units: all kept by chance has a probability below 1e-6).
+    dropping = {layout: masks for layout, masks in layouts.items() if all(dropped for _, dropped in masks)}
+    found = {layout: [mask for mask, _ in masks] for layout, masks in dropping.items()}
+    return found, "" if found else "its dropout_forward, given the net's dropout_param, drops no active unit"
 
 
-def _mask(caller, batch: int, width: int, param: dict, rng: np.random.Generator) -> np.ndarray:
-    """The scaled mask dropout_forward applies to a layer of ``width`` units: its output over its input, an
-    input of positive values like a ReLU's (not ones: a probe should look like the net's own call)."""
-    x = rng.uniform(0.5, 1.5, size=(batch, width))
-    result = caller("dropout_forward", x.copy(), {**param, "mode": "train"})
-    out, _ = calling.pair("dropout_forward", result, "(out, cache)")
-    return np.asarray(calling.array("dropout_forward", "out", out, x.shape), np.float64) / x
+def _layer_masks(caller, param: dict, params: dict, X, arch: Architecture) -> list:
+    """``(mask, dropped)`` per hidden layer: the scaled mask (dropout_forward's output over its input where
+    that is positive, 0 elsewhere, where any mask gives 0), and whether it dropped an active unit."""
+    h, masks = np.asarray(X, np.float64), []
+    for i in range(1, len(arch.hidden_dims) + 1):
+        h = np.maximum(h @ params[f"W{i}"] + params[f"b{i}"], 0)
+        result = caller("dropout_forward", h.copy(), {**param, "mode": "train"})
+        out, _ = calling.pair("dropout_forward", result, "(out, cache)")
+        out = np.asarray(calling.array("dropout_forward", "out", out, h.shape), np.float64)
+        active = h > 0
+        mask = np.divide(out, h, out=np.zeros_like(h), where=active)
+        masks.append((mask, bool(np.any(active & (mask == 0)))))
+        h = h * mask
+    return masks
 
 
 def _masked_twin(names: list, X, y, masks: list, reg: float):
@@ -220,7 +231,7 @@ def _three_ways(grads, params, twin, masks, X, rng, case, shapes, where, collect
         return np.concatenate(found)
 
     def hand(dout):
-        return {k: (None if g is None else np.asarray(g) * dout) for k, g in grads.items()}
+        return calling.scaled(grads, dout)
 
     checked = Case(dict(params), twin, hand, {n: n for n in names}, kinks, name=FUNCTION)
     # projections: autograd is the exact reference here, central differences the third opinion

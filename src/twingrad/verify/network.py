@@ -182,7 +182,7 @@ def net_case(arch: Architecture, net: Net, X, y) -> tuple[Case, float]:
         return value, kinks
 
     def hand(dout):
-        return {k: (None if g is None else np.asarray(g) * dout) for k, g in grads.items()}
+        return calling.scaled(grads, dout)
 
     def perturbed(dout):
         rng = np.random.default_rng(0)
@@ -191,7 +191,7 @@ def net_case(arch: Architecture, net: Net, X, y) -> tuple[Case, float]:
             _, moved = net.loss(X, y)
         finally:
             net.set_params(net.params)
-        return {k: np.asarray(g) * dout for k, g in moved.items()}
+        return calling.scaled(moved, dout)
 
     key = fingerprint(FUNCTION, str(arch), sorted(settings.items()), X64, np.asarray(y))
     checked = Case(dict(net.params), twin, hand, {n: n for n in names}, traced=traced,

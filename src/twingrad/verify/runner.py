@@ -109,12 +109,15 @@ class Runner:
             return {"ok": False, "error": self.describe(exc)}, []
         self.results[key] = value
         omit = set(request.get("omit", ()))
-        if omit and type(value) in (tuple, list):
-            items = [{"$o": type(v).__name__, "r": [key, i]} if i in omit else encoder.encode(v, (key, i), 1)
-                     for i, v in enumerate(value)]
-            answer["value"] = {"$t" if type(value) is tuple else "$l": items}
-        else:
-            answer["value"] = encoder.encode(value, (key,))
+        try:
+            if omit and type(value) in (tuple, list):
+                items = [{"$o": type(v).__name__, "r": [key, i]} if i in omit else encoder.encode(v, (key, i), 1)
+                         for i, v in enumerate(value)]
+                answer["value"] = {"$t" if type(value) is tuple else "$l": items}
+            else:
+                answer["value"] = encoder.encode(value, (key,))
+        except Exception as exc:  # noqa: BLE001  (a value whose own methods raise: this call's error, not ours)
+            return {"ok": False, "error": {"type": "Unsendable", "message": str(exc)[:500], "frames": []}}, []
         return answer, encoder.arrays
 
     def encoder(self):

@@ -67,9 +67,16 @@ class Encoder:
             return self._object(value, path)
         if value is None or isinstance(value, (bool, str)):
             return value[:MAX_TEXT] if isinstance(value, str) else value
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value if abs(value) < 2**63 else {"$f": repr(float(value))}
-        if isinstance(value, float):
+        # Exact types only: a subclass of int or float may redefine abs() or float() (it stays behind).
+        if type(value) is int:
+            if abs(value) < 2**63:
+                return value
+            try:
+                value = float(value)  # JSON integers stay below 2**63: a larger one travels as a float
+            except OverflowError:
+                value = math.inf if value > 0 else -math.inf
+        if type(value) is float or type(value) is np.float64:
+            value = float(value)
             return value if math.isfinite(value) else {"$f": repr(value)}
         if isinstance(value, (np.ndarray, np.generic)):
             array = np.asarray(value)
@@ -175,6 +182,8 @@ def decode(value, arrays: list[np.ndarray], make_object=None, make_container=Non
     if value is None or isinstance(value, (bool, int, float, str)):
         if isinstance(value, str) and len(value) > MAX_TEXT:
             raise Malformed("a string over the length limit")
+        if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 2**63:
+            raise Malformed("an integer out of range (an encoder sends those as floats)")
         return value
     if isinstance(value, list):
         raise Malformed("a bare JSON list (lists and tuples are tagged)")
