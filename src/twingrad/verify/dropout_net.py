@@ -40,7 +40,7 @@ from .results import Collector, Outcome, Record, failure_record, function_record
 
 KEEP = 0.75  #: the fraction of units kept, in whichever convention the class takes it
 DIRECTIONS = 1  #: random directions per parameter and case
-CASES = 3  #: at most: each costs a few round trips to a runner (about 25 without the masks)
+CASES = 2  #: at most: each costs about a dozen round trips to a runner
 CONFIGURATION = "dropout"
 _OWN_LOSS = "central differences of the net's own loss (its masks fixed by the seed)"
 
