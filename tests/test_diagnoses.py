@@ -267,3 +267,12 @@ def test_an_assignment_into_an_empty_pad_slice_is_explained():
     assert "a[p:-p] is empty when p = 0" in describe_error("conv_forward_naive", info)
     info["frames"] = [["layers.py", 9, "out[:, :, 0:2] = x"]]
     assert "empty" not in describe_error("conv_forward_naive", info)
+
+
+def test_a_mask_that_ignores_the_seed_fails_the_seed_check(tmp_path):
+    # The same units dropped whatever the seed: a mask, but not a random one.
+    old = "        mask = (np.random.rand(*x.shape) >= p) / (1 - p)\n"
+    new = "        mask = (np.random.RandomState(7).rand(*x.shape) >= p) / (1 - p)\n"
+    doc = _graded(tmp_path, "fixed", old, new, "dropout_forward")
+    seed = next(c for c in doc["checks"] if c["gradient"] == "seed")
+    assert seed["status"] == "fail" and "gave the same mask" in seed["diagnosis"]["text"]

@@ -219,3 +219,26 @@ def test_whatever_grads_holds_is_a_verdict_never_an_internal_error(tmp_path, ext
               "--sandbox", "none"])
     doc = json.loads(out.getvalue())
     assert doc["internal_error"] is None and doc["functions"]["FullyConnectedNet.loss"] == expected
+
+
+def test_a_net_that_keeps_another_fraction_than_asked_fails(tmp_path):
+    # Asked to keep 0.75 of the units, it keeps 0.25 (and scales by 4): consistent with itself, not the contract.
+    records, _ = _dropout_records(tmp_path, edits=[("'p': dropout_keep_ratio}", "'p': 1 - dropout_keep_ratio}")])
+    assert records["loss"]["status"] == "fail" and "scale the units they keep by 4" in records["loss"]["diagnosis"]["text"]
+
+
+def test_parameters_of_shapes_the_architecture_does_not_have_are_an_error_never_an_internal_error(tmp_path):
+    for name, edit in [("transposed", "        self.params['W1'] = self.params['W1'].T\n"),
+                       ("ragged", "        self.params['b1'] = [[0.0], [0.0, 1.0]]\n")]:
+        root = tmp_path / name
+        shutil.copytree(COURSE / "2019", root)
+        text = (root / FC_NET).read_text()
+        anchor = "        self.dropout_param = {}\n"
+        assert text.count(anchor) == 1
+        (root / FC_NET).write_text(text.replace(anchor, edit + anchor))
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
+            main(["verify", "--impl", str(root), "--only", "FullyConnectedNet.loss", "-k", "1", "--json",
+                  "--sandbox", "none"])
+        doc = json.loads(out.getvalue())
+        assert doc["internal_error"] is None and doc["functions"]["FullyConnectedNet.loss"] == "error", name

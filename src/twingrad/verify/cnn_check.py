@@ -53,7 +53,10 @@ def _case(caller, parameters, settings, case, collector) -> None:
             found = sorted(current) if isinstance(current, dict) else "no params dict"
             raise UserError(f"ThreeLayerConvNet(...).params has keys {found}; expected the CS231n names "
                             f"{list(PARAMS)}")
-        params = {name: _fresh(rng, name, np.shape(current[name]), settings.np_dtype) for name in PARAMS}
+        shapes = _param_shapes(config)
+        for name in PARAMS:  # the configuration's shapes, never the submission's: the twin runs on these
+            calling.array(FUNCTION, f"params[{name!r}]", current[name], shapes[name])
+        params = {name: _fresh(rng, name, shapes[name], settings.np_dtype) for name in PARAMS}
         net = Net(model, caller, params, function=FUNCTION)
         net.set_params(params)
         X = rng.normal(size=(int(rng.integers(2, 4)), *config["input_dim"])).astype(settings.np_dtype)
@@ -74,6 +77,14 @@ def _case(caller, parameters, settings, case, collector) -> None:
         details = {**o.arrays, "name": o.gradient, "context": {"N": X.shape[0]}, "notes": o.notes}
         collector.add(o.gradient.rstrip("0123456789"), "gradient",
                       Outcome(o.status, o.comparisons, case, shapes, o.mode, attempt, details))
+
+
+def _param_shapes(config: dict) -> dict:
+    """The shape of every parameter of a ThreeLayerConvNet built with ``config`` (a 2x2 pool halves H, W)."""
+    (C, H, W), F, size = config["input_dim"], config["num_filters"], config["filter_size"]
+    hidden, classes = config["hidden_dim"], config["num_classes"]
+    return {"W1": (F, C, size, size), "b1": (F,), "W2": (F * (H // 2) * (W // 2), hidden), "b2": (hidden,),
+            "W3": (hidden, classes), "b3": (classes,)}
 
 
 def _fresh(rng, name: str, shape: tuple, dtype) -> np.ndarray:

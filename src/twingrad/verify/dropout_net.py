@@ -142,7 +142,15 @@ def _judge_loss(loss, again, candidates: dict, why: str, params: dict, X, y, arc
         tried[layout] = float(_masked_twin(names, X, y, masks, arch.reg)(*params.values()))
         comparison = compare(loss, tried[layout], exact, "expected")
         if comparison.passed:
-            return "pass", comparison, {**details, "expected": np.float64(tried[layout])}, masks
+            details["expected"] = np.float64(tried[layout])
+            kept = np.concatenate([m[m != 0] for m in masks])
+            if not np.allclose(kept, 1 / KEEP, rtol=1e-6, atol=0):  # the rate asked, and inverted scaling
+                details["finding"] = (f"  its masks scale the units they keep by {np.median(kept):.4g}; asked to keep "
+                                      f"{KEEP:g} of the units, inverted dropout scales them by 1/{KEEP:g} = "
+                                      f"{1 / KEEP:.4g} (is p stored, or scaled, as the other convention?)")
+                wrong = Comparison("expected", 0.0, 0.0, (), float(np.median(kept)) * KEEP, 1.0, exact, False)
+                return "fail", wrong, details, masks
+            return "pass", comparison, details, masks
     nearest = min(tried, key=lambda k: abs(tried[k] - float(loss)))
     details["expected"] = np.float64(tried[nearest])
     details["finding"] = (f"  the train-mode loss is {float(loss):.7g}; with the masks its dropout_forward draws from "

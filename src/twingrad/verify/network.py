@@ -72,8 +72,9 @@ class Builder:
         # He scaling keeps activations of order 1 at any width, so errors are judged at a
         # meaningful size; random b, gamma, beta so that no gradient is trivially zero.
         params = {}
-        for name in _param_names(arch):
-            shape = np.shape(current[name])
+        for name, shape in _param_shapes(arch).items():
+            # the architecture's shapes, never the submission's: the twin runs on these
+            calling.array(FUNCTION, f"params[{name!r}]", current[name], shape)
             if name.startswith("W"):
                 fresh = rng.normal(size=shape) * np.sqrt(2.0 / shape[0])
             elif name.startswith("gamma"):
@@ -109,6 +110,17 @@ class Builder:
                             f"keys {found}; expected the CS231n names {expected}")
         self.unsupported = False
         return model, params
+
+
+def _param_shapes(arch: Architecture) -> dict:
+    """Every parameter of the architecture, in CS231n order, with its shape."""
+    dims = [arch.input_dim, *arch.hidden_dims, arch.num_classes]
+    shapes = {}
+    for i in range(1, len(dims)):
+        shapes[f"W{i}"], shapes[f"b{i}"] = (dims[i - 1], dims[i]), (dims[i],)
+        if arch.normalization and i < len(dims) - 1:
+            shapes[f"gamma{i}"], shapes[f"beta{i}"] = (dims[i],), (dims[i],)
+    return shapes
 
 
 def _param_names(arch: Architecture) -> list[str]:

@@ -85,7 +85,7 @@ def batchnorm_state_case(caller, settings, case, inputs, shapes, collector) -> N
     comparison = compare(out, expected, exact, "twin")
     details = {"got": out, "twin": expected}
     changed = [key for key, before in (("running_mean", running_mean), ("running_var", running_var))
-               if not np.array_equal(np.asarray(bn_param.get(key)), before)]
+               if not _unchanged(bn_param.get(key), before)]
     if changed:
         comparison.passed = False
         details["note"] = f"test mode changed bn_param[{changed[0]!r}]: the running averages only change in train mode"
@@ -93,6 +93,14 @@ def batchnorm_state_case(caller, settings, case, inputs, shapes, collector) -> N
         details["extra_hints"] = ["test mode normalizes with the batch statistics: it should use "
                                   "bn_param['running_mean'] and bn_param['running_var']"]
     collector.add("out_test", "forward", _outcome({"twin": comparison}, case, shapes, details))
+
+
+def _unchanged(value, before: np.ndarray) -> bool:
+    """Whether the submission left ``value`` equal to ``before`` (a ragged list or an odd object is a change)."""
+    try:
+        return bool(np.array_equal(np.asarray(value, dtype=np.float64), before))
+    except (TypeError, ValueError):
+        return False
 
 
 def _running_hints(key, got, momentum, start, batch, x64, tol) -> list[str]:
@@ -194,6 +202,15 @@ def dropout_forward_case(caller, settings, case, inputs, shapes, collector) -> N
     if not comparison.passed:
         details["note"] = ("two calls with the same dropout_param['seed'] gave different masks: draw the mask "
                            "from a generator seeded with it (np.random.default_rng(seed))")
+    elif p_drop > 0:  # ... and another seed another mask: 256 units, alike by chance with P < 1e-40
+        probe = np.ones((16, 16), dtype)
+        masks = [calling.array("dropout_forward", "out", calling.pair("dropout_forward", caller(
+                     "dropout_forward", probe.copy(), _user_param(settings, p_drop, mode="train", seed=s)),
+                     "(out, cache)")[0], probe.shape) != 0 for s in (seed, seed + 1)]
+        if np.array_equal(*masks):
+            comparison.passed = False
+            details["note"] = ("dropout_param['seed'] and dropout_param['seed'] + 1 gave the same mask: the mask "
+                               "must be drawn at random from a generator seeded with the seed")
     collector.add("seed", "statistics", _outcome({"expected": comparison}, case, shapes, details))
 
 
