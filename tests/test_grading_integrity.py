@@ -297,3 +297,15 @@ def test_text_a_submission_controls_reaches_the_terminal_without_control_charact
     table = _verify("--impl", str(path), str(FIXTURES / "good_layers.py"), "--only", "affine_forward,relu_forward",
                     "--sandbox", "none")[1]
     assert "\x1b" not in table
+
+
+def test_importing_twingrad_is_seen_even_when_the_submission_hides_it(tmp_path):
+    hidden = tmp_path / "hidden.py"
+    hidden.write_text("import sys\nfrom twingrad.layers import affine_forward, affine_backward\n"
+                      "for name in [n for n in sys.modules if n.startswith('twingrad')]:\n    del sys.modules[name]\n")
+    raising = tmp_path / "raising.py"  # a traceback through the runner reads its lines: not twingrad's code
+    raising.write_text("def affine_forward(x, w, b):\n    raise ValueError('no')\n")
+    for path, expected in ((hidden, True), (raising, False)):
+        _, out, _ = _verify("--impl", str(path), "--json", "-k", "1", "--only", "affine_forward",
+                            "--sandbox", "none")
+        assert json.loads(out)["uses_twingrad"] is expected, path.name

@@ -205,6 +205,33 @@ def _read_exactly(fd: int, size: int) -> bytes:
     return b"".join(chunks)
 
 
+def _watch_for_twingrad() -> list:
+    """A list that becomes non-empty once the submission imports twingrad or opens one of its files.
+
+    An audit hook cannot be removed, so deleting the modules from ``sys.modules`` afterwards, or reading
+    twingrad's source to run it under another name, is still seen (reported as ``uses_twingrad``).
+    """
+    here = os.path.dirname(os.path.abspath(__file__))
+    package = os.path.dirname(here) + os.sep
+    # the runner's own files: tracebacks through them read their lines
+    own = {os.path.join(here, name) for name in ("runner.py", "wire.py")}
+    seen: list = []
+
+    def audit(event, args):
+        if seen or not args:
+            return
+        first = args[0]
+        if event == "import" and isinstance(first, str) and (first == "twingrad" or first.startswith("twingrad.")):
+            seen.append(first)
+        elif event == "open" and isinstance(first, (str, bytes)):
+            path = os.path.abspath(os.fsdecode(first))
+            if path.startswith(package) and path not in own:
+                seen.append(path)
+
+    sys.addaudithook(audit)
+    return seen
+
+
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     root = argv[0]
@@ -220,6 +247,7 @@ def main(argv=None) -> int:
     import numpy  # noqa: F401  (imported before the memory limit, as twingrad's own cost)
 
     _limit_resources(memory_limit)
+    saw_twingrad = _watch_for_twingrad()
     runner = Runner(root, wire)
     while True:
         try:
@@ -232,7 +260,8 @@ def main(argv=None) -> int:
         except MemoryError:
             answer, out = {"ok": False, "error": {"type": "MemoryError", "message": "", "frames": []}}, []
         answer["id"] = request.get("id")
-        answer["twingrad"] = any(name == "twingrad" or name.startswith("twingrad.") for name in sys.modules)
+        answer["twingrad"] = bool(saw_twingrad) or any(name == "twingrad" or name.startswith("twingrad.")
+                                                       for name in sys.modules)
         try:
             message = wire.pack(answer, out)
         except (TypeError, ValueError) as exc:
