@@ -190,7 +190,13 @@ def test_a_students_three_layer_convnet_is_checked_three_ways(tmp_path):
                            "--sandbox", "none")
     doc = json.loads(out)
     assert doc["functions"] == {"ThreeLayerConvNet.loss": "pass"}
-    assert {c["gradient"] for c in doc["checks"]} == {"loss", "W", "b"}
+    assert {c["gradient"] for c in doc["checks"]} == {"loss", "scores_test", "W", "b"}
+    wrong_test = tmp_path / "wrong_test.py"  # test mode (no labels) must return the scores themselves
+    wrong_test.write_text(path.read_text().replace("        if y is None:\n            return scores\n",
+                                                   "        if y is None:\n            return scores * 0\n"))
+    doc = json.loads(_verify("--impl", str(wrong_test), "--json", "-k", "2", "--only", "ThreeLayerConvNet.loss",
+                             "--sandbox", "none")[1])
+    assert {c["gradient"]: c["status"] for c in doc["checks"]}["scores_test"] == "fail"
     broken = tmp_path / "broken.py"
     broken.write_text(path.read_text().replace("grads['W%d' % i] += self.reg * self.params['W%d' % i]",
                                                "grads['W%d' % i] += 2 * self.reg * self.params['W%d' % i]"))

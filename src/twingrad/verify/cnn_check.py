@@ -73,6 +73,14 @@ def _case(caller, parameters, settings, case, collector) -> None:
     comparison = compare(loss, twin_out, tolerance("exact", settings.np_dtype), "twin")
     collector.add("loss", "forward", Outcome("pass" if comparison.passed else "fail", {"twin": comparison}, case,
                                              shapes, details={"got": loss, "twin": twin_out}))
+    # test mode: loss(X) without labels returns the scores
+    scores = calling.array(FUNCTION, "scores (test mode)", net.scores(X), (X.shape[0], config["num_classes"]))
+    conv_param = {"stride": 1, "pad": (config["filter_size"] - 1) // 2}
+    expected, _ = twin_forward({n: np.asarray(v, np.float64) for n, v in net.params.items()}, X.astype(np.float64),
+                               conv_param=conv_param)
+    test_mode = compare(scores, np.asarray(expected), tolerance("exact", settings.np_dtype), "twin")
+    collector.add("scores_test", "forward", Outcome("pass" if test_mode.passed else "fail", {"twin": test_mode}, case,
+                                                    shapes, details={"got": scores, "twin": np.asarray(expected)}))
     for o in outcomes:
         details = {**o.arrays, "name": o.gradient, "context": {"N": X.shape[0]}, "notes": o.notes}
         collector.add(o.gradient.rstrip("0123456789"), "gradient",
