@@ -70,6 +70,13 @@ PUBLISHED = {
 PUBLISHED_TOLERANCE = Tolerance(atol=1e-8, rtol=1e-8)
 
 
+def _real(value) -> float:
+    """A config value as a float, or NaN (which fails) when it is not a real number: a complex one keeps
+    nothing of its imaginary part under float(), so it is refused rather than read."""
+    real = (int, float, np.integer, np.floating)
+    return float(value) if isinstance(value, real) and not isinstance(value, bool) else np.nan
+
+
 def check_update_rule(name: str, caller, settings) -> list[Record]:
     """Every record of one update rule: next_w, each piece of state, defaults, published values."""
     if not caller.has(name):
@@ -136,7 +143,7 @@ def _defaults_case(name, caller, settings, collector) -> None:
                         "config dict with the defaults filled in")
     expected = DEFAULTS[name]
     got = [returned.get(key, np.nan) for key in expected]
-    got = np.array([float(g) if isinstance(g, (int, float, np.number)) else np.nan for g in got])
+    got = np.array([_real(g) for g in got])
     comparison = compare(got, np.array(list(expected.values())), Tolerance(atol=0.0, rtol=1e-12), "expected")
     details = {"got": got, "expected": np.array(list(expected.values()))}
     if not comparison.passed:
@@ -179,7 +186,7 @@ def _add_state(collector, name, key, returned, expected, tol, case, shapes) -> N
         return
     value = returned[key]
     if key == "t":
-        got = np.array([float(value) if isinstance(value, (int, float, np.number)) else np.nan])
+        got = np.array([_real(value)])
         hints = [] if got[0] == expected else ["t is not increased by one per step"] if got[0] == expected - 1 else []
         _add(collector, key, "state", got, np.array([float(expected)]), Tolerance(atol=0.5, rtol=0.0), case, shapes,
              hints)  # a step count: off by one or more is wrong
