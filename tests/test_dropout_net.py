@@ -19,7 +19,8 @@ from twingrad.cli import main
 COURSE = Path(__file__).parent / "verify_fixtures" / "course"
 FC_NET = Path("assignment2") / "cs231n" / "classifiers" / "fc_net.py"
 DROPOUT_BACKWARD = "            if self.use_dropout:\n                dout = dropout_backward(dout, drop_cache)\n"
-DROPOUT_FORWARD = "            if self.use_dropout:\n                out, drop_cache = dropout_forward(out, self.dropout_param)\n"
+DROPOUT_FORWARD = ("            if self.use_dropout:\n"
+                   "                out, drop_cache = dropout_forward(out, self.dropout_param)\n")
 
 
 def _dropout_records(tmp_path, year="2019", edits=()):
@@ -165,8 +166,7 @@ def test_a_seed_that_is_not_a_seed_is_no_internal_error(tmp_path):
 
 def test_a_dropout_forward_that_spots_the_judges_probe_gains_nothing(tmp_path):
     # Called on ones (as a probe would be), it drops nothing; the net never applies dropout at all.
-    layers = "            if self.use_dropout:\n                out, drop_cache = dropout_forward(out, self.dropout_param)\n"
-    records, _ = _dropout_records(tmp_path, edits=[(layers, ""), (DROPOUT_BACKWARD, "")])
+    records, _ = _dropout_records(tmp_path, edits=[(DROPOUT_FORWARD, ""), (DROPOUT_BACKWARD, "")])
     root = tmp_path / "student" / "assignment2" / "cs231n" / "layers.py"
     text = root.read_text()
     assert "def dropout_forward(x, dropout_param):\n" in text
@@ -224,7 +224,8 @@ def test_whatever_grads_holds_is_a_verdict_never_an_internal_error(tmp_path, ext
 def test_a_net_that_keeps_another_fraction_than_asked_fails(tmp_path):
     # Asked to keep 0.75 of the units, it keeps 0.25 (and scales by 4): consistent with itself, not the contract.
     records, _ = _dropout_records(tmp_path, edits=[("'p': dropout_keep_ratio}", "'p': 1 - dropout_keep_ratio}")])
-    assert records["loss"]["status"] == "fail" and "scale the units they keep by 4" in records["loss"]["diagnosis"]["text"]
+    loss = records["loss"]
+    assert loss["status"] == "fail" and "scale the units they keep by 4" in loss["diagnosis"]["text"]
 
 
 def test_parameters_of_shapes_the_architecture_does_not_have_are_an_error_never_an_internal_error(tmp_path):

@@ -605,7 +605,8 @@ def test_the_default_rubric_leaves_out_what_no_submission_was_asked_to_write():
     undefined, course_code = ("missing", "not defined"), ("missing", "not checked: raised in fast_layers.py")
     doc = {"submissions": [
         sub("ann", affine_forward=("pass", None), svm_loss=("pass", None), affine_bn_relu_forward=undefined,
-            conv_relu_forward=course_code, dropout_forward=("missing", "not implemented yet: its TODO blocks are empty")),
+            conv_relu_forward=course_code,
+            dropout_forward=("missing", "not implemented yet: its TODO blocks are empty")),
         sub("bob", affine_forward=("fail", "dx"), svm_loss=undefined, affine_bn_relu_forward=undefined,
             conv_relu_forward=course_code, dropout_forward=("pass", None)),
     ]}

@@ -256,8 +256,9 @@ def test_a_net_that_writes_into_the_judges_weights_changes_nothing(tmp_path):
     shutil.copytree(FIXTURES / "course" / "2019", root)
     package = root / "assignment2" / "cs231n"
     utils = package / "layer_utils.py"
-    utils.write_text(utils.read_text().replace("    da = relu_backward(dout, relu_cache)\n    return affine_backward(da,",
-                                               "    return affine_backward(dout,"))  # no ReLU mask: wrong
+    no_mask = utils.read_text().replace("    da = relu_backward(dout, relu_cache)\n    return affine_backward(da,",
+                                        "    return affine_backward(dout,")  # no ReLU mask: wrong
+    utils.write_text(no_mask)
     fc_net = package / "classifiers" / "fc_net.py"
     text = fc_net.read_text().replace("\n\nclass FullyConnectedNet", STEER_THE_WEIGHTS + "\n\nclass FullyConnectedNet")
     fc_net.write_text(text + "\n\nFullyConnectedNet.params = property(_steered, _set)\n")
@@ -274,7 +275,8 @@ def test_a_backward_that_fakes_float32_noise_at_the_rerun_still_fails(tmp_path):
     source = (FIXTURES / "good_layers.py").read_text()
     source = source.replace("    db = np.sum(dout, axis=0)\n",
                             "    db = np.zeros(w.shape[1], dtype=dout.dtype)\n"
-                            "    if any(s.shape == x.shape and np.allclose(s, x, rtol=1e-6, atol=0) and not np.array_equal(s, x)\n           for s in SEEN):\n"
+                            "    if any(s.shape == x.shape and np.allclose(s, x, rtol=1e-6, atol=0)\n"
+                            "           and not np.array_equal(s, x) for s in SEEN):\n"
                             "        db = db + np.float32(1e6)\n"
                             "    SEEN.append(np.array(x))\n", 1)
     path = tmp_path / "noisy.py"
