@@ -217,3 +217,21 @@ def test_a_relu_on_the_scores_is_named_in_the_loss_diagnosis(tmp_path):
                            "--only", "FullyConnectedNet.loss")
     loss = next(c for c in json.loads(out)["checks"] if c["configuration"] == "plain" and c["gradient"] == "loss")
     assert loss["status"] == "fail" and any("scores pass through a ReLU" in h for h in loss["diagnosis"]["hints"])
+
+
+def test_a_net_whose_batch_norm_forgets_its_running_averages_fails_in_test_mode(tmp_path):
+    # Every call gets a fresh bn_param in train mode: the loss and its gradients are right, test mode is not.
+    root = tmp_path / "ida"
+    shutil.copytree(COURSE / "2019", root)
+    fc_net = root / "assignment2" / "cs231n" / "classifiers" / "fc_net.py"
+    text = fc_net.read_text()
+    old = ("                out, cache = affine_bn_relu_forward(out, W, b, self.params['gamma%d' % i],\n"
+           "                                                    self.params['beta%d' % i], self.bn_params[i - 1])\n")
+    assert text.count(old) == 1
+    fc_net.write_text(text.replace(old, old.replace("self.bn_params[i - 1]", "{'mode': 'train'}")))
+    code, out, _ = _verify("--impl", str(root), "--json", "-k", "2", "--sandbox", "none",
+                           "--only", "FullyConnectedNet.loss")
+    rows = {(c["configuration"], c["gradient"]): c for c in json.loads(out)["checks"]}
+    assert rows[("batchnorm", "scores_test")]["status"] == "fail"
+    assert "no running averages" in rows[("batchnorm", "scores_test")]["diagnosis"]["text"]
+    assert rows[("batchnorm", "W")]["status"] == "pass" and rows[("plain", "scores_test")]["status"] == "pass"

@@ -31,7 +31,7 @@ def test_default_run_checks_every_function_and_the_network(default_json):
     assert list(doc["functions"]) == function_names()
     assert set(doc["functions"].values()) == {"pass"}
     net = {c["gradient"] for c in doc["checks"] if c["function"] == "FullyConnectedNet.loss"}
-    assert net == {"loss", "W", "b", "gamma", "beta"}
+    assert net == {"loss", "scores_test", "W", "b", "gamma", "beta"}  # scores_test: loss(X), test mode
 
 
 def _check_types(doc):

@@ -16,7 +16,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ..fc_net import NORMALIZERS, FullyConnectedNet, twin_forward, twin_loss
-from ..gradcheck import compare, tolerance
+from ..gradcheck import Comparison, compare, tolerance
 from . import calling
 from .architecture import Architecture
 from .calling import Caller, UserError
@@ -296,6 +296,7 @@ def _network_case(key, arch_or_draw, case, builder, settings, collector, exact) 
         details["extra_hints"] = _loss_hints(loss, arch, net, X, y, exact)
     collector.add("loss", "forward", Outcome("pass" if comparison.passed else "fail", {"twin": comparison},
                                              case, shapes, details=details))
+    _test_mode_case(arch, net, X, case, shapes, exact, collector)
     for o in outcomes:
         family = o.gradient.rstrip("0123456789")
         details = {**o.arrays, "name": o.gradient, "note": note, "context": {"N": arch.batch}, "notes": o.notes}
@@ -303,6 +304,55 @@ def _network_case(key, arch_or_draw, case, builder, settings, collector, exact) 
             details["extra_hints"] = _regularization_hints(o, np.asarray(net.params[o.gradient], np.float64),
                                                            arch.reg, settings)
         collector.add(family, "gradient", Outcome(o.status, o.comparisons, case, shapes, o.mode, attempt, details))
+
+
+def _test_mode_case(arch: Architecture, net: Net, X, case, shapes, tol, collector) -> None:
+    """``loss(X)`` without labels: the scores, batch norm normalizing with the running averages the net
+    holds (``bn_params``, as the course keeps them; a net that keeps them elsewhere is not checked here)."""
+    scores = calling.array(FUNCTION, "scores (test mode)", net.scores(X), (arch.batch, arch.num_classes))
+    running = None
+    if arch.normalization == "batchnorm":
+        bn_params = net.caller.get(FUNCTION, net.model, "bn_params")
+        if not isinstance(bn_params, (list, tuple)) or len(bn_params) != len(arch.hidden_dims):
+            return  # kept some other way: not checked here
+        running = _running_averages(bn_params, arch)
+        if running is None:
+            lost = Comparison("twin", 0.0, 0.0, (), 0.0, 0.0, tol, False)
+            finding = ("  after training calls, its bn_params hold no running averages of the layers' widths: "
+                       "test mode has nothing to normalize with (is each call given a fresh bn_param?)")
+            collector.add("scores_test", "forward", Outcome("fail", {"twin": lost}, case, shapes, details={
+                "got": scores, "finding": finding, "note": f"test mode, architecture {arch}"}))
+            return
+    expected = _test_scores({k: np.asarray(net.params[k], np.float64) for k in _param_names(arch)},
+                            np.asarray(X, np.float64), arch, running)
+    comparison = compare(scores, expected, tol, "twin")
+    collector.add("scores_test", "forward", Outcome("pass" if comparison.passed else "fail", {"twin": comparison},
+                                                    case, shapes, details={"got": scores, "twin": expected,
+                                                                           "note": f"test mode, architecture {arch}"}))
+
+
+def _running_averages(bn_params, arch: Architecture) -> list | None:
+    """Each batch-normalized layer's (running_mean, running_var) from the net's bn_params, or None."""
+    found = []
+    for param, width in zip(bn_params, arch.hidden_dims):
+        values = [param.get(k) if isinstance(param, dict) else None for k in ("running_mean", "running_var")]
+        if not all(isinstance(v, np.ndarray) and v.shape == (width,) and v.dtype.kind == "f" for v in values):
+            return None
+        found.append(tuple(np.asarray(v, np.float64) for v in values))
+    return found
+
+
+def _test_scores(params: dict, X, arch: Architecture, running, eps: float = 1e-5) -> np.ndarray:
+    """The scores in test mode: dropout off, batch norm with the running averages, layer norm as in training."""
+    h, last = X, len(arch.hidden_dims) + 1
+    for i in range(1, last):
+        a = h @ params[f"W{i}"] + params[f"b{i}"]
+        if arch.normalization:
+            mean, var = (running[i - 1] if arch.normalization == "batchnorm"
+                         else (a.mean(axis=1, keepdims=True), a.var(axis=1, keepdims=True)))
+            a = params[f"gamma{i}"] * (a - mean) / np.sqrt(var + eps) + params[f"beta{i}"]
+        h = np.maximum(a, 0)
+    return h @ params[f"W{last}"] + params[f"b{last}"]
 
 
 def _loss_hints(loss, arch: Architecture, net: Net, X, y, tol) -> list[str]:
