@@ -23,6 +23,15 @@ DROPOUT_FORWARD = ("            if self.use_dropout:\n"
                    "                out, drop_cache = dropout_forward(out, self.dropout_param)\n")
 
 
+def _net_report(root, cases=2) -> dict:
+    """The JSON report of ``twingrad verify`` on the FullyConnectedNet of the package at ``root``."""
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
+        main(["verify", "--impl", str(root), "--only", "FullyConnectedNet.loss", "-k", str(cases), "--json",
+              "--sandbox", "none"])
+    return json.loads(out.getvalue())
+
+
 def _dropout_records(tmp_path, year="2019", edits=()):
     root = tmp_path / "student"
     shutil.copytree(COURSE / year, root)
@@ -32,11 +41,7 @@ def _dropout_records(tmp_path, year="2019", edits=()):
         assert text.count(old) == 1, old
         text = text.replace(old, new)
     path.write_text(text)
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
-        main(["verify", "--impl", str(root), "--only", "FullyConnectedNet.loss", "-k", "2", "--json",
-              "--sandbox", "none"])
-    doc = json.loads(out.getvalue())
+    doc = _net_report(root)
     records = [c for c in doc["checks"] if c["configuration"] == "dropout"]
     others = {c["status"] for c in doc["checks"] if c["configuration"] != "dropout"}
     return {c["gradient"]: c for c in records}, others
@@ -146,11 +151,8 @@ def test_a_net_whose_dropout_forward_is_still_the_template_is_missing_with_dropo
            "        out = x * mask\n    else:\n        out = x\n")
     assert text.count(old) == 1
     layers.write_text(text.replace(old, template))
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
-        main(["verify", "--impl", str(root), "--only", "FullyConnectedNet.loss", "-k", "2", "--json",
-              "--sandbox", "none"])
-    checks = json.loads(out.getvalue())["checks"]
+    doc = _net_report(root)
+    checks = doc["checks"]
     dropout = [c for c in checks if c["configuration"] == "dropout"]
     assert [c["status"] for c in dropout] == ["missing"] and "not implemented yet" in dropout[0]["message"]
     assert {c["status"] for c in checks if c["configuration"] == "plain"} == {"pass"}  # keep convention found
@@ -173,11 +175,8 @@ def test_a_dropout_forward_that_spots_the_judges_probe_gains_nothing(tmp_path):
     root.write_text(text.replace("def dropout_forward(x, dropout_param):\n",
                                  "def dropout_forward(x, dropout_param):\n    if np.all(x == 1):\n"
                                  "        return x, (dropout_param, np.ones_like(x))\n"))
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
-        main(["verify", "--impl", str(tmp_path / "student"), "--only", "FullyConnectedNet.loss", "-k", "2",
-              "--json", "--sandbox", "none"])
-    loss = next(c for c in json.loads(out.getvalue())["checks"]
+    doc = _net_report(tmp_path / "student")
+    loss = next(c for c in doc["checks"]
                 if c["configuration"] == "dropout" and c["gradient"] == "loss")
     assert loss["status"] == "fail", loss
 
@@ -195,11 +194,8 @@ def test_masks_that_drop_only_units_already_zero_are_no_dropout(tmp_path):
         "def dropout_forward(x, dropout_param):\n",
         "def dropout_forward(x, dropout_param):\n    if x.shape in DEAD and dropout_param['mode'] == 'train':\n"
         "        mask = (~DEAD[x.shape]).astype(x.dtype)\n        return x * mask, (dropout_param, mask)\n"))
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
-        main(["verify", "--impl", str(root), "--only", "FullyConnectedNet.loss", "-k", "2", "--json",
-              "--sandbox", "none"])
-    loss = next(c for c in json.loads(out.getvalue())["checks"]
+    doc = _net_report(root)
+    loss = next(c for c in doc["checks"]
                 if c["configuration"] == "dropout" and c["gradient"] == "loss")
     assert loss["status"] == "fail" and "drops no active unit" in loss["diagnosis"]["text"], loss
 
@@ -213,11 +209,7 @@ def test_whatever_grads_holds_is_a_verdict_never_an_internal_error(tmp_path, ext
     root = tmp_path / "student"
     shutil.copytree(COURSE / "2019", root)
     (root / FC_NET).write_text(text.replace(tail, extra + tail))
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
-        main(["verify", "--impl", str(root), "--only", "FullyConnectedNet.loss", "-k", "2", "--json",
-              "--sandbox", "none"])
-    doc = json.loads(out.getvalue())
+    doc = _net_report(root)
     assert doc["internal_error"] is None and doc["functions"]["FullyConnectedNet.loss"] == expected
 
 
@@ -237,9 +229,5 @@ def test_parameters_of_shapes_the_architecture_does_not_have_are_an_error_never_
         anchor = "        self.dropout_param = {}\n"
         assert text.count(anchor) == 1
         (root / FC_NET).write_text(text.replace(anchor, edit + anchor))
-        out = io.StringIO()
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
-            main(["verify", "--impl", str(root), "--only", "FullyConnectedNet.loss", "-k", "1", "--json",
-                  "--sandbox", "none"])
-        doc = json.loads(out.getvalue())
+        doc = _net_report(root, cases=1)
         assert doc["internal_error"] is None and doc["functions"]["FullyConnectedNet.loss"] == "error", name
